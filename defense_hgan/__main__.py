@@ -1,0 +1,3 @@
+from defense_hgan.cli import main
+
+main()

@@ -1,0 +1,120 @@
+"""Generators behind one interface, and what trains each of them.
+
+Every generator has ``latent_dim`` and ``image_shape`` and maps
+z (N, latent_dim) ~ N(0, I) to images (N, C, H, W) in [0, 1] of the dataset's
+shape (1x28x28 for MNIST / Fashion-MNIST, 3x32x32 for CIFAR-10).
+
+| model   | generator                   | discriminator  | real inputs of D | teacher    |
+|---------|-----------------------------|----------------|------------------|------------|
+| dcgan   | DCGAN, z in R^100           | DCGAN          | x                | -          |
+| wgan-gp | Defense-GAN's, z in R^128   | WGAN-GP critic | x                | -          |
+| hgan    | DCGAN                       | DCGAN          | x_xi and x       | PixelCNN++ |
+| autogan | DCGAN                       | DCGAN          | x_xi             | PixelCNN++ |
+
+``build_generator`` makes a generator alone (what ``load_generator`` rebuilds);
+``build_training`` makes all a run updates (networks, optimizers, the step),
+for the loop in ``defense_hgan.gan_training``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable
+
+import torch
+from torch import nn
+
+from defense_hgan.data import dataset_info
+from defense_hgan.generators import dcgan, hgan, wgan_gp
+from defense_hgan.generators.pixelcnn import PixelCNNPP
+
+GENERATOR_MODELS = ("dcgan", "wgan-gp", "hgan", "autogan")
+TEACHER_MODELS = ("hgan", "autogan")
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    generator: type[nn.Module]
+    discriminator: type[nn.Module]
+    train_step: Callable  # (networks, optimizers, next_batch, **options) -> {loss name: scalar tensor}
+    lr: float
+    betas: tuple[float, float]
+
+
+ALGORITHMS = {
+    "dcgan": Algorithm(dcgan.Generator, dcgan.Discriminator, dcgan.train_step, dcgan.LR, dcgan.BETAS),
+    "wgan-gp": Algorithm(wgan_gp.Generator, wgan_gp.Critic, wgan_gp.train_step, wgan_gp.LR, wgan_gp.BETAS),
+    "hgan": Algorithm(dcgan.Generator, dcgan.Discriminator, hgan.train_step, dcgan.LR, dcgan.BETAS),
+    "autogan": Algorithm(dcgan.Generator, dcgan.Discriminator, hgan.autogan_train_step, dcgan.LR, dcgan.BETAS),
+}
+
+
+@dataclass
+class Training:
+    """What one training run updates: networks by name, their optimizers, and the step that updates them."""
+
+    networks: dict[str, nn.Module]
+    optimizers: dict[str, torch.optim.Optimizer]
+    step: Callable  # (networks, optimizers, next_batch) -> {loss name: scalar tensor}
+
+
+def _algorithm(model: str) -> Algorithm:
+    if model not in ALGORITHMS:
+        raise ValueError(f"unknown generator model {model!r}; expected one of {', '.join(GENERATOR_MODELS)}")
+    return ALGORITHMS[model]
+
+
+def build_generator(model: str, dataset: str, **options) -> nn.Module:
+    """A fresh generator of ``model`` for ``dataset``; options: latent_dim, width."""
+    generator_class = _algorithm(model).generator
+    try:
+        return generator_class(dataset_info(dataset).image_shape, **options)
+    except TypeError as err:
+        raise ValueError(f"the {model} generator does not take the options {sorted(options)} ({err}); "
+                         f"it takes latent_dim and width") from None
+
+
+def build_training(
+    model: str,
+    dataset: str,
+    generator_options: dict | None = None,
+    teacher_options: dict | None = None,
+    teacher_loss: str | None = None,
+    device: torch.device | str = "cpu",
+) -> Training:
+    """Networks (on ``device``), optimizers and step for training ``model`` on ``dataset``.
+
+    ``teacher_options`` are PixelCNNPP's (nr_resnet, nr_filters, nr_logistic_mix,
+    dropout) and, with ``teacher_loss`` ("nll", the default, or "l1"), apply to hgan and autogan only.
+    """
+    algorithm = _algorithm(model)
+    image_shape = dataset_info(dataset).image_shape
+    networks = {
+        "generator": build_generator(model, dataset, **(generator_options or {})),
+        "discriminator": algorithm.discriminator(image_shape),
+    }
+    if model in TEACHER_MODELS:
+        teacher_loss = teacher_loss or "nll"
+        networks["teacher"] = _teacher(image_shape, teacher_options or {}, teacher_loss)
+    elif teacher_options or teacher_loss:
+        given = sorted(teacher_options or {}) + (["teacher_loss"] if teacher_loss else [])
+        raise ValueError(f"teacher options {given} apply to hgan and autogan only, not {model}")
+    for net in networks.values():
+        net.to(device)
+    optimizers = {name: torch.optim.Adam(networks[name].parameters(), lr=algorithm.lr, betas=algorithm.betas)
+                  for name in ("generator", "discriminator")}
+    if model not in TEACHER_MODELS:
+        return Training(networks, optimizers, algorithm.train_step)
+    optimizers["teacher"] = torch.optim.Adam(networks["teacher"].parameters(), lr=hgan.TEACHER_LR,
+                                             betas=hgan.TEACHER_BETAS)
+    return Training(networks, optimizers, partial(algorithm.train_step, teacher_loss=teacher_loss))
+
+
+def _teacher(image_shape, options: dict, loss: str) -> PixelCNNPP:
+    if loss not in hgan.TEACHER_LOSSES:
+        raise ValueError(f"unknown teacher loss {loss!r}; expected one of {', '.join(hgan.TEACHER_LOSSES)}")
+    try:
+        return PixelCNNPP(image_shape, **options)
+    except TypeError as err:
+        raise ValueError(f"unknown teacher options {sorted(options)} ({err}); PixelCNNPP takes "
+                         f"nr_resnet, nr_filters, nr_logistic_mix and dropout") from None

@@ -1,0 +1,185 @@
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from defense_hgan.projection import project
+
+
+class TinyGenerator(nn.Module):
+    """8-d latent -> 1x8x8 image in [0, 1]: a linear layer and one transposed conv, like the real ones."""
+
+    latent_dim = 8
+    image_shape = (1, 8, 8)
+
+    def __init__(self, seed: int = 0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.fc = nn.Linear(8, 4 * 4 * 4)
+        self.up = nn.ConvTranspose2d(4, 1, 4, stride=2, padding=1)
+
+    def forward(self, z):
+        return torch.sigmoid(self.up(torch.relu(self.fc(z)).view(-1, 4, 4, 4)))  # (N, 1, 8, 8)
+
+
+@pytest.fixture
+def generator():
+    return TinyGenerator()
+
+
+def generated(generator, n=6, seed=1):
+    """Images the generator itself makes, and their latents."""
+    z = torch.randn(n, generator.latent_dim, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        return generator(z), z
+
+
+def noise(n=16, seed=2):
+    return torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(seed))
+
+
+def test_result_shapes_and_range(generator):
+    x = noise(5)
+    result = project(generator, x, L=3, R=2, seed=0)
+    assert result.images.shape == (5, 1, 8, 8) and result.images.dtype == x.dtype
+    assert result.z.shape == (5, 8) and result.error.shape == (5,)
+    assert 0 <= result.images.min() and result.images.max() <= 1
+    assert result.steps == 3
+
+
+def test_error_is_the_mse_of_the_returned_images(generator):
+    x = noise(5)
+    result = project(generator, x, L=5, R=2, seed=0)
+    with torch.no_grad():
+        assert torch.allclose(generator(result.z), result.images)
+    assert torch.allclose(result.error, (result.images - x).square().mean((1, 2, 3)))
+
+
+def test_same_seed_same_output_and_another_seed_another(generator):
+    x = noise(4)
+    first, again = project(generator, x, L=10, R=3, seed=7), project(generator, x, L=10, R=3, seed=7)
+    assert torch.equal(first.images, again.images) and torch.equal(first.z, again.z)
+    assert not torch.equal(first.z, project(generator, x, L=10, R=3, seed=8).z)
+
+
+def test_best_restart_is_selected(generator):
+    x = noise(6)
+    z0 = torch.randn(6, 4, 8, generator=torch.Generator().manual_seed(3)) / 8 ** 0.5
+    result = project(generator, x, L=15, R=4, z0=z0)
+    # Each restart's descent is independent of the others, so each can be rerun alone.
+    alone = [project(generator, x, L=15, R=1, z0=z0[:, k : k + 1]) for k in range(4)]
+    errors = torch.stack([a.error for a in alone], 1)  # (N, R)
+    best = errors.argmin(1)
+    assert len(set(best.tolist())) > 1, "the test needs images whose best restart differs"
+    assert torch.allclose(result.error, errors.min(1).values, atol=1e-6)
+    assert torch.allclose(result.z, torch.stack([alone[k].z[i] for i, k in enumerate(best.tolist())]), atol=1e-5)
+
+
+def test_a_start_at_the_answer_wins(generator):
+    x, z_true = generated(generator, n=3)
+    z0 = torch.randn(3, 5, 8, generator=torch.Generator().manual_seed(4))
+    z0[:, 2] = z_true
+    result = project(generator, x, L=1, R=5, z0=z0, lr=1e-6)
+    assert torch.allclose(result.z, z_true, atol=1e-4)
+    assert result.error.max() < 1e-9
+
+
+def test_generator_parameters_untouched_and_without_grad(generator):
+    generator.train()
+    before = {k: v.clone() for k, v in generator.state_dict().items()}
+    project(generator, noise(3), L=5, R=2, seed=0, optimizer="adam")
+    assert all(torch.equal(before[k], v) for k, v in generator.state_dict().items())
+    assert all(p.grad is None and p.requires_grad for p in generator.parameters())
+    assert generator.training, "the generator's mode is restored"
+
+
+def test_projecting_generated_images_recovers_them(generator):
+    x, _ = generated(generator, n=8)
+    own = project(generator, x, L=200, R=10, seed=0).error.mean()
+    foreign = project(generator, noise(8), L=200, R=10, seed=0).error.mean()
+    assert own < 1e-4 and own < foreign / 100
+
+
+def test_error_falls_as_L_grows(generator):
+    x = noise(32)
+    errors = [project(generator, x, L=L, R=2, seed=0).error.mean().item() for L in (1, 5, 25, 100)]
+    assert errors == sorted(errors, reverse=True) and errors[-1] < errors[0]
+
+
+def test_error_falls_as_R_grows(generator):
+    x = noise(32)
+    errors = [project(generator, x, L=20, R=R, seed=0).error.mean().item() for R in (1, 4, 16)]
+    assert errors == sorted(errors, reverse=True) and errors[-1] < errors[0]
+
+
+def test_chunking_does_not_change_the_result(generator):
+    x = noise(7)
+    whole = project(generator, x, L=10, R=3, seed=0)
+    chunked = project(generator, x, L=10, R=3, seed=0, max_batch=6)  # 2 images per chunk
+    assert torch.allclose(whole.images, chunked.images, atol=1e-6)
+
+
+@pytest.mark.parametrize("options", [
+    {"optimizer": "adam"}, {"schedule": "cosine"}, {"schedule": "constant"},
+    {"optimizer": "adam", "schedule": "cosine", "lr": 0.1},
+])
+def test_every_optimiser_and_schedule_descends(generator, options):
+    x = noise(8)
+    start = project(generator, x, L=1, R=2, seed=0, **options).error.mean()
+    assert project(generator, x, L=60, R=2, seed=0, **options).error.mean() < start
+
+
+def test_early_stop_ends_once_the_error_stops_falling(generator):
+    x, _ = generated(generator, n=4)
+    result = project(generator, x, L=500, R=2, seed=0, optimizer="adam", early_stop=0.05)
+    assert result.steps < 500 and result.steps % 10 == 0
+
+
+def test_bf16_and_channels_last_stay_close_to_fp32(generator):
+    x = noise(4)
+    fp32 = project(generator, x, L=20, R=2, seed=0)
+    bf16 = project(generator, x, L=20, R=2, seed=0, bf16=True)
+    channels_last = project(generator, x, L=20, R=2, seed=0, channels_last=True)
+    assert bf16.images.dtype == torch.float32
+    assert torch.allclose(bf16.error, fp32.error, rtol=0.1)
+    assert torch.allclose(channels_last.images, fp32.images, atol=1e-5)
+    assert generator.up.weight.is_contiguous(), "the weights' memory format is restored"
+
+
+def test_works_under_inference_mode(generator):
+    x = noise(2)
+    with torch.inference_mode():
+        result = project(generator, x, L=3, R=2, seed=0)
+    assert torch.equal(result.images, project(generator, x, L=3, R=2, seed=0).images)
+
+
+@pytest.mark.parametrize("x, error, words", [
+    (np.zeros((2, 1, 8, 8), np.float32), TypeError, "torch.Tensor"),
+    (torch.zeros(2, 1, 8, 8, dtype=torch.uint8), TypeError, "floating point"),
+    (torch.zeros(1, 8, 8), ValueError, "4-D"),
+    (torch.zeros(2, 3, 8, 8), ValueError, "3 channels, the generator makes 1"),
+    (torch.zeros(2, 8, 8, 1), ValueError, "permute"),
+    (torch.zeros(2, 1, 28, 28), ValueError, "28x28, the generator makes 8x8"),
+    (torch.full((2, 1, 8, 8), 255.0), ValueError, r"\[0, 1\], got values in \[255, 255\]"),
+    (torch.full((2, 1, 8, 8), -0.5), ValueError, r"\[0, 1\]"),
+    (torch.full((2, 1, 8, 8), float("nan")), ValueError, r"\[0, 1\]"),
+    (torch.zeros(0, 1, 8, 8), ValueError, "empty"),
+])
+def test_bad_images_are_refused_with_what_was_expected(generator, x, error, words):
+    with pytest.raises(error, match=words):
+        project(generator, x, L=1, R=1)
+
+
+@pytest.mark.parametrize("options, words", [
+    ({"L": 0}, "L must be a positive integer"),
+    ({"R": 2.5}, "R must be a positive integer"),
+    ({"optimizer": "lbfgs"}, "adam"),
+    ({"schedule": "linear"}, "cosine"),
+    ({"lr": -1.0}, "lr must be positive"),
+    ({"early_stop": -0.1}, "tolerance"),
+    ({"z0": torch.zeros(2, 3, 8)}, r"\(2, 1, 8\)"),
+])
+def test_bad_options_are_refused(generator, options, words):
+    options = {"L": 1, "R": 1, **options}
+    with pytest.raises(ValueError, match=words):
+        project(generator, noise(2), **options)

@@ -32,9 +32,12 @@ class Recipe:
 
 
 MNIST_RECIPE = Recipe(optimizer="adam", batch_size=128, lr=1e-3)
+# airbench's rates are per 1,024 examples and per unit of Nesterov step gain 1 + 1/(1 - momentum):
+# scaled here to a batch of 512, which gives twice the updates of 1,024 in the same CPU time.
+_CIFAR_SCALE = (512 / 1024) / (1 + 1 / (1 - 0.85))
 CIFAR_RECIPE = Recipe(
-    optimizer="sgd", batch_size=1024, lr=11.5 / (1 + 1 / (1 - 0.85)), momentum=0.85,
-    weight_decay=0.0153 / (1 + 1 / (1 - 0.85)), norm_lr_scale=64.0, label_smoothing=0.2,
+    optimizer="sgd", batch_size=512, lr=11.5 * _CIFAR_SCALE, momentum=0.85,
+    weight_decay=0.0153 * _CIFAR_SCALE, norm_lr_scale=64.0, label_smoothing=0.2,
     augment=True, peak_at=0.23,
 )
 

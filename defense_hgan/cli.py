@@ -25,7 +25,7 @@ def train_classifier(
     Args:
         dataset: mnist, fashion-mnist or cifar10.
         arch: a, b, c or d for (fashion-)mnist; fast for cifar10 (default: a / fast).
-        epochs: passes over the training set (default: 5 for mnist models, 10 for cifar10).
+        epochs: passes over the training set (default: 5 for mnist models, 12 for cifar10).
         out: output folder.
         data_root: dataset folder (default: $DEFENSE_HGAN_DATA, else ~/.cache/defense_hgan/data).
         download: let torchvision download a missing dataset.
@@ -40,7 +40,7 @@ def train_classifier(
     arch = DEFAULT_ARCH.get(dataset) if arch is None else str(arch).lower()
     model = build_classifier(dataset, arch)
     if epochs is None:
-        epochs = 10 if dataset == "cifar10" else 5
+        epochs = 12 if dataset == "cifar10" else 5
     train = load_dataset(dataset, train=True, root=data_root, download=download)
     test = load_dataset(dataset, train=False, root=data_root, download=download)
     metrics = fit(model, train, test, epochs=int(epochs), recipe=recipe_for(dataset), device=device, seed=seed)

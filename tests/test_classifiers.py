@@ -35,3 +35,10 @@ def test_whitening_stem_decorrelates_patches():
     flat = features.permute(0, 2, 3, 1).reshape(-1, 12)
     covariance = flat.T @ flat / len(flat)
     assert torch.allclose(covariance, torch.eye(12), atol=0.05)
+
+
+def test_cifar_net_in_eval_mode_is_mirror_invariant():
+    torch.manual_seed(0)
+    model = build_classifier("cifar10", "fast").eval()
+    x = torch.rand(2, 3, 32, 32)
+    torch.testing.assert_close(model(x), model(x.flip(-1)))

@@ -9,9 +9,12 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
+from torch import nn
+
+from defense_hgan.devices import resolve_device
 
 FORMAT = "defense-hgan"
 
@@ -55,6 +58,19 @@ def load_checkpoint(path: str | os.PathLike, kind: str) -> dict[str, Any]:
     if payload.get("kind") != kind:
         raise CheckpointError(f"{path} holds a {payload.get('kind')!r} checkpoint, expected a {kind!r} one")
     return payload
+
+
+def load_model(
+    path: str | os.PathLike, kind: str, build: Callable[[dict], nn.Module], device: str | torch.device = "auto"
+) -> nn.Module:
+    """Rebuild a ``kind`` model with ``build(config)``, load its weights, return it in eval mode on ``device``."""
+    payload = load_checkpoint(path, kind)
+    try:
+        model = build(dict(payload["config"]))
+        model.load_state_dict(payload["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{path}: the {kind} could not be rebuilt from its config ({err})") from None
+    return model.to(resolve_device(device)).eval()
 
 
 def _to_cpu(obj):

@@ -6,8 +6,7 @@ import os
 import torch
 from torch import nn
 
-from defense_hgan.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
-from defense_hgan.devices import resolve_device
+from defense_hgan.checkpoints import load_model, save_checkpoint
 
 KIND = "classifier"
 
@@ -21,11 +20,7 @@ def load_classifier(path: str | os.PathLike, device: str | torch.device = "auto"
     """Rebuild a saved classifier in eval mode on ``device`` (images in [0, 1] NCHW -> logits)."""
     from classifiers import build_classifier
 
-    payload = load_checkpoint(path, KIND)
-    config = dict(payload["config"])
-    try:
-        model = build_classifier(config.pop("dataset"), config.pop("arch"), **config.get("options", {}))
-        model.load_state_dict(payload["state_dict"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as err:
-        raise CheckpointError(f"{path}: the classifier could not be rebuilt from its config ({err})") from None
-    return model.to(resolve_device(device)).eval()
+    def build(config: dict) -> nn.Module:
+        return build_classifier(config["dataset"], config["arch"], **config.get("options", {}))
+
+    return load_model(path, KIND, build, device)

@@ -6,8 +6,7 @@ import os
 import torch
 from torch import nn
 
-from defense_hgan.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
-from defense_hgan.devices import resolve_device
+from defense_hgan.checkpoints import load_model, save_checkpoint
 from defense_hgan.generators import build_generator
 
 KIND = "generator"
@@ -21,11 +20,8 @@ def save_generator(generator: nn.Module, path: str | os.PathLike, model: str, da
 
 def load_generator(path: str | os.PathLike, device: str | torch.device = "auto") -> nn.Module:
     """Rebuild a saved generator in eval mode on ``device``: z (N, latent_dim) -> images (N, C, H, W) in [0, 1]."""
-    payload = load_checkpoint(path, KIND)
-    config = payload["config"]
-    try:
-        generator = build_generator(config["model"], config["dataset"], **config.get("options", {}))
-        generator.load_state_dict(payload["state_dict"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as err:
-        raise CheckpointError(f"{path}: the generator could not be rebuilt from its config ({err})") from None
-    return generator.to(resolve_device(device)).eval()
+
+    def build(config: dict) -> nn.Module:
+        return build_generator(config["model"], config["dataset"], **config.get("options", {}))
+
+    return load_model(path, KIND, build, device)

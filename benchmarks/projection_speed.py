@@ -38,8 +38,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import platform
 import time
 from pathlib import Path
 
@@ -49,6 +47,7 @@ from torch import nn
 from defense_hgan import load_classifier, load_dataset
 from defense_hgan.defense import defend
 from defense_hgan.projection import project
+from measure import machine, markdown_table, timed
 
 RESULTS = Path(__file__).resolve().parent / "results" / "projection_speed.md"
 # Our options, tried cheapest first for (b); each is used with fp32, and with bf16 when (e) finds it faster.
@@ -88,17 +87,6 @@ def reference_project(generator: nn.Module, x: torch.Tensor, L: int, R: int, see
 
 # ---------------------------------------------------------------- Measuring
 
-def timed(fn, device: torch.device):
-    """(result, seconds), synchronising the GPU around the call."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    result = fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return result, time.perf_counter() - start
-
-
 def forward_macs(generator: nn.Module) -> int:
     """Multiply-adds of one latent's forward through the conv and linear layers, counted with hooks."""
     macs = []
@@ -131,14 +119,6 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 1024, budget_
     return 2 * n**3 / min(times[1:] or times) / 1e9
 
 
-def machine(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())
-    return f"{model}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, {torch.backends.cpu.get_cpu_capability()}"
-
-
 # ---------------------------------------------------------------- Benchmark
 
 def run(args) -> str:
@@ -157,10 +137,7 @@ def run(args) -> str:
         print(f"[{time.strftime('%H:%M:%S')}] {what}", flush=True)
 
     def table(header, rows):
-        lines.append("| " + " | ".join(header) + " |")
-        lines.append("|" + "---|" * len(header))
-        lines.extend("| " + " | ".join(str(c) for c in row) + " |" for row in rows)
-        lines.append("")
+        lines.extend(markdown_table(header, rows))
 
     log('(a) speed at the reference settings')
     default, ours_s = timed(lambda: project(generator, x, L, R, seed=args.seed), device)
@@ -274,7 +251,7 @@ def main(argv=None) -> None:
     parser.add_argument("--n", type=int, default=200, help="test images for (a), (b)")
     parser.add_argument("--reference-n", type=int, default=5, help="images for the slow per-image reference")
     parser.add_argument("--check-n", type=int, default=50, help="images for the correctness checks")
-    parser.add_argument("--bf16-n", type=int, default=50, help="images for (e)")
+    parser.add_argument("--bf16-n", type=int, default=10, help="images for (e) (bf16 without hardware support is slow)")
     parser.add_argument("--defend-n", type=int, default=1000, help="images for (d)")
     parser.add_argument("--L", type=int, default=200)
     parser.add_argument("--R", type=int, default=10)

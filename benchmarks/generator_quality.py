@@ -1,0 +1,98 @@
+"""Generator quality on one dataset: the `metrics` command's numbers for several generators, as one table.
+
+For each generator checkpoint it runs ``defense_hgan.metrics.generator_metrics``
+(what ``python -m defense_hgan metrics`` runs) against the test set, and reads
+the training budget from the ``metrics.json`` that ``train-generator`` wrote
+beside the checkpoint. Columns:
+
+  mode KL      KL(p_test || p_gen) of the classifier's label histograms (HGAN Table 1)
+  chi-square   Pearson's chi-square of the same histograms (counts of --n-samples each)
+  classifier FD  Frechet distance of the classifier's penultimate features, not
+               Inception's (its weights cannot be downloaded here)
+  projection MSE  mean per-pixel MSE of the first --n-project test images projected
+               with Defense-GAN's defaults at L, R (what the defense feeds the classifier)
+
+Reproduce (writes benchmarks/results/generator_quality_mnist.md):
+
+    python benchmarks/generator_quality.py --classifier zoo/mnist-a/classifier.pt --data-root data \\
+        zoo/mnist-dcgan/generator.pt zoo/mnist-wgan-gp/generator.pt zoo/mnist-autogan/generator.pt zoo/mnist-hgan/generator.pt
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from defense_hgan import load_classifier, load_dataset, load_generator
+from defense_hgan.checkpoints import load_checkpoint
+from defense_hgan.metrics import generator_metrics
+from measure import machine, markdown_table, timed
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def training_budget(generator_path: Path) -> dict:
+    """The train-generator metrics.json beside the checkpoint ({} when there is none)."""
+    path = generator_path.parent / "metrics.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def run(args) -> str:
+    device = torch.device(args.device)
+    classifier = load_classifier(args.classifier, device)
+    test_images, _ = load_dataset(args.dataset, train=False, root=args.data_root)
+    rows, results = [], {}
+    for path in map(Path, args.generators):
+        model = load_checkpoint(path, "generator")["config"]["model"]
+        result, seconds = timed(lambda: generator_metrics(
+            load_generator(path, device), classifier, test_images, n_samples=args.n_samples,
+            n_project=args.n_project, L=args.L, R=args.R, seed=args.seed), device)
+        budget = training_budget(path)
+        teacher = budget.get("final_losses", {}).get("teacher")
+        rows.append([model, budget.get("steps", "?"), budget.get("config", {}).get("batch_size", "?"),
+                     f"{result['mode_kl']:.4f}", f"{result['mode_chi_square']:.1f}", f"{result['classifier_fd']:.2f}",
+                     f"{result['projection_mse']:.5f}", "-" if teacher is None else f"{teacher:.3f}",
+                     f"{seconds:.0f}"])
+        results[str(path)] = {"model": model, **result, "metrics_seconds": round(seconds, 1)}
+        print(rows[-1], flush=True)
+    lines = [
+        f"# Generator quality on {args.dataset}\n",
+        f"Machine: {machine(device)}; torch {torch.__version__}. Classifier `{args.classifier}`; "
+        f"{args.n_samples} samples per generator (seed {args.seed}); projection MSE on the first {args.n_project} "
+        f"test images at L={args.L}, R={args.R} (Defense-GAN's optimiser). Made by "
+        f"`benchmarks/generator_quality.py`; the raw numbers are in `{args.json_out.name}`.\n",
+        *markdown_table(["model", "training steps", "batch", "mode KL", "chi-square", "classifier FD",
+                         "projection MSE", "teacher bits/dim (last batch)", "metrics s"], rows),
+        "Lower is better in every column. Training steps are generator updates (WGAN-GP runs 5 critic "
+        "updates per generator update).\n",
+    ]
+    args.json_out.write_text(json.dumps(results, indent=2) + "\n")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("generators", nargs="+", help="generator checkpoints (train-generator's OUT/generator.pt)")
+    parser.add_argument("--classifier", required=True)
+    parser.add_argument("--dataset", default="mnist")
+    parser.add_argument("--data-root")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--n-samples", type=int, default=10_000)
+    parser.add_argument("--n-project", type=int, default=200)
+    parser.add_argument("--L", type=int, default=200)
+    parser.add_argument("--R", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    args.out = args.out or RESULTS / f"generator_quality_{args.dataset}.md"
+    args.json_out = args.out.with_suffix(".json")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    report = run(args)
+    args.out.write_text(report)
+    print(report)
+
+
+if __name__ == "__main__":
+    main()

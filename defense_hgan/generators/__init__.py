@@ -4,12 +4,15 @@ Every generator has ``latent_dim`` and ``image_shape`` and maps
 z (N, latent_dim) ~ N(0, I) to images (N, C, H, W) in [0, 1] of the dataset's
 shape (1x28x28 for MNIST / Fashion-MNIST, 3x32x32 for CIFAR-10).
 
-| model   | generator                   | discriminator  | real inputs of D | teacher    |
-|---------|-----------------------------|----------------|------------------|------------|
-| dcgan   | DCGAN, z in R^100           | DCGAN          | x                | -          |
-| wgan-gp | Defense-GAN's, z in R^128   | WGAN-GP critic | x                | -          |
-| hgan    | DCGAN                       | DCGAN          | x_xi and x       | PixelCNN++ |
-| autogan | DCGAN                       | DCGAN          | x_xi             | PixelCNN++ |
+| model   | generator                   | discriminator                        | real inputs of D | teacher    |
+|---------|-----------------------------|--------------------------------------|------------------|------------|
+| dcgan   | DCGAN, z in R^100           | DCGAN                                | x                | -          |
+| wgan-gp | Defense-GAN's, z in R^128   | WGAN-GP critic                       | x                | -          |
+| hgan    | DCGAN                       | DCGAN                                | x_xi and x       | PixelCNN++ |
+| autogan | DCGAN                       | DCGAN                                | x_xi             | PixelCNN++ |
+| s-argan | ARGAN, z in R^100           | ARGAN: encoder + LSTM over positions | x                | -          |
+| c-argan | ARGAN                       | ARGAN: encoder + LSTM over channels  | x                | -          |
+| pargan  | ARGAN                       | S-ARGAN's + Patch-GAN head           | x                | -          |
 
 ``build_generator`` makes a generator alone (what ``load_generator`` rebuilds);
 ``build_training`` makes all a run updates (networks, optimizers, the step),
@@ -25,10 +28,10 @@ import torch
 from torch import nn
 
 from defense_hgan.data import dataset_info
-from defense_hgan.generators import dcgan, hgan, wgan_gp
+from defense_hgan.generators import argan, dcgan, hgan, wgan_gp
 from defense_hgan.generators.pixelcnn import PixelCNNPP
 
-GENERATOR_MODELS = ("dcgan", "wgan-gp", "hgan", "autogan")
+GENERATOR_MODELS = ("dcgan", "wgan-gp", "hgan", "autogan", "s-argan", "c-argan", "pargan")
 TEACHER_MODELS = ("hgan", "autogan")
 
 
@@ -46,6 +49,9 @@ ALGORITHMS = {
     "wgan-gp": Algorithm(wgan_gp.Generator, wgan_gp.Critic, wgan_gp.train_step, wgan_gp.LR, wgan_gp.BETAS),
     "hgan": Algorithm(dcgan.Generator, dcgan.Discriminator, hgan.train_step, dcgan.LR, dcgan.BETAS),
     "autogan": Algorithm(dcgan.Generator, dcgan.Discriminator, hgan.autogan_train_step, dcgan.LR, dcgan.BETAS),
+    "s-argan": Algorithm(argan.Generator, argan.SpatialDiscriminator, argan.train_step, argan.LR, argan.BETAS),
+    "c-argan": Algorithm(argan.Generator, argan.ChannelDiscriminator, argan.train_step, argan.LR, argan.BETAS),
+    "pargan": Algorithm(argan.Generator, argan.PatchDiscriminator, argan.train_step, argan.LR, argan.BETAS),
 }
 
 

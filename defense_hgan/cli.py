@@ -73,7 +73,8 @@ def train_generator(
     """Train a generator; writes OUT/generator.pt, OUT/training_state.pt, OUT/samples/, OUT/metrics.json.
 
     Args:
-        model: dcgan, wgan-gp, hgan (DCGAN + PixelCNN++ teacher) or autogan (the teacher's output as the only real).
+        model: dcgan, wgan-gp, hgan (DCGAN + PixelCNN++ teacher), autogan (the teacher's output as the only real),
+            s-argan / c-argan (an encoder and an LSTM over spatial / channel features) or pargan (S-ARGAN + Patch-GAN head).
         dataset: mnist, fashion-mnist or cifar10.
         steps: generator updates in all (a resumed run counts the saved ones).
         batch_size: images per batch.
@@ -138,17 +139,12 @@ def metrics(
         device: auto (CUDA when present), cpu or cuda.
         out: also write the metrics to this JSON file.
     """
-    from defense_hgan.checkpoints import load_checkpoint
     from defense_hgan.classifier_io import load_classifier
     from defense_hgan.data import load_dataset
     from defense_hgan.generator_io import load_generator
     from defense_hgan.metrics import generator_metrics
 
-    for path, kind in ((generator, "generator"), (classifier, "classifier")):
-        trained_on = load_checkpoint(path, kind)["config"].get("dataset")
-        if trained_on != dataset:
-            raise ValueError(f"the {kind} {path} was trained on {trained_on}, but --dataset is {dataset}; "
-                             f"pass --dataset {trained_on} or a {kind} trained on {dataset}")
+    _check_trained_on(dataset, generator=generator, classifier=classifier)
     test_images, _ = load_dataset(dataset, train=False, root=data_root, download=download)
     result = generator_metrics(
         load_generator(generator, device), load_classifier(classifier, device), test_images,
@@ -165,6 +161,91 @@ def metrics(
     return None
 
 
+def evaluate(
+    classifier: str,
+    generator: str,
+    dataset: str = "mnist",
+    attacks: str = "fgsm,pgd,cw",
+    threat: str = "oblivious,bpda",
+    L: int = 200,
+    R: int = 10,
+    n: int = 500,
+    eps: float | None = None,
+    settings: dict | None = None,
+    eot_samples: int = 5,
+    sanity: bool = False,
+    out: str = "runs/evaluate",
+    data_root: str | None = None,
+    download: bool = False,
+    seed: int = 0,
+    device: str = "auto",
+):
+    """Attack a classifier bare and behind Defense-GAN; writes OUT/results.json and OUT/results.md.
+
+    Args:
+        classifier: a classifier checkpoint (train-classifier's OUT/classifier.pt).
+        generator: a generator checkpoint of the same dataset (train-generator's OUT/generator.pt).
+        dataset: mnist, fashion-mnist or cifar10; its test set is attacked.
+        attacks: comma-separated, of fgsm, pgd, cw (settings: see the attacks package).
+        threat: comma-separated threat models, of oblivious, bpda, bpda-eot.
+        L: projection steps.
+        R: projection restarts.
+        n: attack the first n test images (0: all).
+        eps: L-inf budget of fgsm and pgd instead of the dataset's (a number or a fraction such as 8/255).
+        settings: ART overrides per attack, e.g. "{pgd: {max_iter: 100}, cw: {confidence: 5}}".
+        eot_samples: bpda-eot: projections averaged in each gradient.
+        sanity: also run Carlini et al. (2019)'s sanity checks (PGD under bpda); failures are flagged.
+        out: output folder.
+        data_root: dataset folder (default: $DEFENSE_HGAN_DATA, else ~/.cache/defense_hgan/data).
+        download: let torchvision download a missing dataset.
+        seed: seed for the attacks' and the defense's random starts.
+        device: auto (CUDA when present), cpu or cuda.
+    """
+    from fractions import Fraction
+
+    from defense_hgan.classifier_io import load_classifier
+    from defense_hgan.data import load_dataset
+    from defense_hgan.evaluation import evaluate as run, gan_defense
+    from defense_hgan.generator_io import load_generator
+    from defense_hgan.report import write_results
+
+    _check_trained_on(dataset, generator=generator, classifier=classifier)
+    if settings is not None and not isinstance(settings, dict):
+        raise ValueError(f"--settings must be a dict of attack -> ART settings, got {settings!r}")
+    settings = {name: dict(values) for name, values in (settings or {}).items()}
+    if eps is not None:
+        for name in ("fgsm", "pgd"):
+            settings.setdefault(name, {}).setdefault("eps", float(Fraction(str(eps))))
+    images, labels = load_dataset(dataset, train=False, root=data_root, download=download)
+    total, n = len(labels), int(n) if int(n) > 0 else len(labels)
+    results = run(
+        load_classifier(classifier, device), gan_defense(load_generator(generator, device), int(L), int(R),
+                                                         seed=int(seed), progress=True),
+        images[:n], labels[:n], dataset=dataset, attacks=attacks, threats=threat, settings=settings,
+        eot_samples=int(eot_samples), seed=int(seed), test_set_size=total, sanity=bool(sanity),
+    )
+    results = {"classifier": str(classifier), "generator": str(generator), **results}
+    write_results(results, out)
+    for row in results["rows"]:
+        print(f"{row['attack']:<5} {row['threat']:<10} undefended {row['accuracy_undefended']:.3f}  "
+              f"defended {row['accuracy_defended']:.3f}")
+    if results["sanity"] is not None:
+        print(f"sanity checks {'passed' if results['sanity']['passed'] else 'FAILED (see results.md)'}")
+    print(f"-> {out}/results.json, {out}/results.md")
+    return None
+
+
+def _check_trained_on(dataset: str, **checkpoints: str) -> None:
+    """Refuse checkpoints (kind=path) trained on another dataset than --dataset, naming both."""
+    from defense_hgan.checkpoints import load_checkpoint
+
+    for kind, path in checkpoints.items():
+        trained_on = load_checkpoint(path, kind)["config"].get("dataset")
+        if trained_on != dataset:
+            raise ValueError(f"the {kind} {path} was trained on {trained_on}, but --dataset is {dataset}; "
+                             f"pass --dataset {trained_on} or a {kind} trained on {dataset}")
+
+
 def _not_yet(name: str, issue: str):
     def command(**_flags):
         raise SystemExit(f"'{name}' is not yet implemented (planned in the {issue} issue)")
@@ -177,7 +258,7 @@ COMMANDS = {
     "train-classifier": train_classifier,
     "train-generator": train_generator,
     "metrics": metrics,
-    "evaluate": _not_yet("evaluate", "attack evaluation"),
+    "evaluate": evaluate,
     "sweep": _not_yet("sweep", "L/R sweep"),
 }
 

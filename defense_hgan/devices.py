@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import contextlib
+import random
 
+import numpy as np
 import torch
 
 
@@ -29,6 +31,8 @@ def autocast(device: torch.device, bf16: bool):
 
 
 def seed_everything(seed: int) -> torch.Generator:
-    """Seed torch's global RNG and return a CPU generator for data order."""
+    """Seed torch's, NumPy's (ART's random starts) and Python's global RNGs; return a CPU generator for data order."""
     torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
     return torch.Generator().manual_seed(seed)

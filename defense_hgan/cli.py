@@ -235,6 +235,98 @@ def evaluate(
     return None
 
 
+def sweep(
+    classifier: str,
+    generator,
+    dataset: str = "mnist",
+    L="10,25,50,100,200",
+    R="1,2,5,10",
+    attack: str = "fgsm",
+    threat: str = "oblivious",
+    n: int = 500,
+    eps: float | None = None,
+    settings: dict | None = None,
+    eot_samples: int = 5,
+    out: str = "runs/sweep",
+    data_root: str | None = None,
+    download: bool = False,
+    seed: int = 0,
+    device: str = "auto",
+):
+    """Defended accuracy (clean and attacked), projection MSE and time for every (generator, L, R); OUT/sweep.csv.
+
+    The CSV gains a row per finished cell; rerun the same command to resume an
+    interrupted sweep (finished cells are skipped) or to add generators, L or R.
+
+    Args:
+        classifier: a classifier checkpoint (train-classifier's OUT/classifier.pt).
+        generator: generator checkpoints of the same dataset: repeat --generator or separate them with commas.
+        dataset: mnist, fashion-mnist or cifar10; its test set is attacked.
+        L: projection steps to sweep, comma-separated (HGAN Figure 5: 10,25,50,100,200).
+        R: projection restarts to sweep, comma-separated (HGAN Figure 5: 1,2,5,10).
+        attack: one of fgsm, pgd, cw (settings: see the attacks package).
+        threat: one of oblivious (adversarial images crafted once, against the bare classifier), bpda, bpda-eot
+            (crafted again in every cell, against its defense).
+        n: attack the first n test images (0: all).
+        eps: L-inf budget of fgsm and pgd instead of the dataset's (a number or a fraction such as 8/255).
+        settings: ART overrides for the attack, e.g. "{max_iter: 100}".
+        eot_samples: bpda-eot: projections averaged in each gradient.
+        out: output folder; its sweep.csv is resumed when present (and refused if made with other settings).
+        data_root: dataset folder (default: $DEFENSE_HGAN_DATA, else ~/.cache/defense_hgan/data).
+        download: let torchvision download a missing dataset.
+        seed: seed for the attack's and the projections' random starts.
+        device: auto (CUDA when present), cpu or cuda.
+    """
+    from fractions import Fraction
+
+    from defense_hgan.classifier_io import load_classifier
+    from defense_hgan.data import load_dataset
+    from defense_hgan.plots import cost_table
+    from defense_hgan.sweep import CSV_NAME, generator_from_checkpoint, parse_grid, run_sweep
+
+    paths = _repeated_flag("generator", generator)
+    _check_trained_on(dataset, classifier=classifier)
+    for path in paths:
+        _check_trained_on(dataset, generator=path)
+    L, R = parse_grid(L, "L"), parse_grid(R, "R")
+    if settings is not None and not isinstance(settings, dict):
+        raise ValueError(f"--settings must be a dict of ART settings, got {settings!r}")
+    settings = dict(settings or {})
+    if eps is not None and attack in ("fgsm", "pgd"):
+        settings.setdefault("eps", float(Fraction(str(eps))))
+    images, labels = load_dataset(dataset, train=False, root=data_root, download=download)
+    n = int(n) if int(n) > 0 else len(labels)
+    rows = run_sweep(
+        load_classifier(classifier, device), [generator_from_checkpoint(path, device) for path in paths],
+        images[:n], labels[:n], L=L, R=R, dataset=dataset, classifier_name=str(classifier), out=out, attack=attack,
+        threat=threat, settings=settings, eot_samples=int(eot_samples), seed=int(seed),
+    )
+    print(cost_table(rows))
+    print(f"-> {Path(out) / CSV_NAME}")
+    return None
+
+
+def _repeated_flag(name: str, value) -> list[str]:
+    """--NAME given several times, comma-separated or as a list, as a list of strings.
+
+    fire keeps only the last of a repeated flag, so the command line is read
+    again for the others (only when its last --NAME is the value fire gave).
+    """
+    argv, given = sys.argv[1:], []
+    for i, arg in enumerate(argv):
+        if arg == f"--{name}" and i + 1 < len(argv):
+            given.append(argv[i + 1])
+        elif arg.startswith(f"--{name}="):
+            given.append(arg.split("=", 1)[1])
+    values = [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
+    if len(given) > 1 and given[-1] == ",".join(values):
+        values = given
+    paths = [part.strip() for v in values for part in v.split(",") if part.strip()]
+    if not paths:
+        raise ValueError(f"--{name} needs at least one path, got {value!r}")
+    return list(dict.fromkeys(paths))
+
+
 def _check_trained_on(dataset: str, **checkpoints: str) -> None:
     """Refuse checkpoints (kind=path) trained on another dataset than --dataset, naming both."""
     from defense_hgan.checkpoints import load_checkpoint
@@ -246,20 +338,12 @@ def _check_trained_on(dataset: str, **checkpoints: str) -> None:
                              f"pass --dataset {trained_on} or a {kind} trained on {dataset}")
 
 
-def _not_yet(name: str, issue: str):
-    def command(**_flags):
-        raise SystemExit(f"'{name}' is not yet implemented (planned in the {issue} issue)")
-
-    command.__doc__ = f"Not yet implemented (the {issue} issue)."
-    return command
-
-
 COMMANDS = {
     "train-classifier": train_classifier,
     "train-generator": train_generator,
     "metrics": metrics,
     "evaluate": evaluate,
-    "sweep": _not_yet("sweep", "L/R sweep"),
+    "sweep": sweep,
 }
 
 

@@ -39,8 +39,3 @@ def test_missing_data_is_one_clear_message_not_a_traceback(tmp_path):
     )
     assert result.returncode != 0
     assert "not found" in result.stderr and "Traceback" not in result.stderr
-
-
-def test_unfinished_commands_say_so(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "defense_hgan", "sweep"], capture_output=True, text=True)
-    assert result.returncode != 0 and "not yet implemented" in result.stderr

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from defense_hgan.generators import GENERATOR_MODELS, build_training
-from measure import machine, markdown_table, timed
+from measure import machine, markdown_table, timed, write_report
 
 RESULTS = Path(__file__).resolve().parent / "results" / "generator_step.md"
 IMAGE_SHAPE = (1, 28, 28)
@@ -131,10 +131,7 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     args.models = ["dcgan"] + [m for m in args.models.split(",") if m and m != "dcgan"]
-    report = run(args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report)
-    print(report)
+    write_report(run(args), args.out)
 
 
 if __name__ == "__main__":

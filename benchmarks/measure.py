@@ -34,3 +34,10 @@ def markdown_table(header: list[str], rows: list[list]) -> list[str]:
     """A GitHub markdown table as lines, followed by a blank line."""
     return (["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
             + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows] + [""])
+
+
+def write_report(report: str, out: Path) -> None:
+    """Save a benchmark's markdown report (making its folder) and print it."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report)
+    print(report)

@@ -7,13 +7,13 @@ refuses arbitrary pickled objects: only tensors and plain containers load.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
+from defense_hgan.atomic import atomic_write
 from defense_hgan.devices import resolve_device
 
 FORMAT = "defense-hgan"
@@ -26,18 +26,9 @@ class CheckpointError(ValueError):
 def save_checkpoint(path: str | os.PathLike, kind: str, config: dict, state: dict[str, Any]) -> Path:
     """Atomically write ``{format, kind, config, **state}``; tensors are moved to CPU."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "kind": kind, "config": dict(config), **_to_cpu(state)}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "wb") as f:
+        torch.save(payload, f)
     return path
 
 

@@ -169,6 +169,8 @@ def evaluate(
     threat: str = "oblivious,bpda",
     L: int = 200,
     R: int = 10,
+    attacker_L: int | None = None,
+    attacker_R: int | None = None,
     n: int = 500,
     eps: float | None = None,
     settings: dict | None = None,
@@ -182,20 +184,28 @@ def evaluate(
 ):
     """Attack a classifier bare and behind Defense-GAN; writes OUT/results.json and OUT/results.md.
 
+    Both files are rewritten after every finished row; rerun the same command
+    to resume an interrupted evaluation (finished rows and sanity checks are
+    skipped) or to add attacks or threat models. Other settings into the same
+    OUT are refused.
+
     Args:
         classifier: a classifier checkpoint (train-classifier's OUT/classifier.pt).
         generator: a generator checkpoint of the same dataset (train-generator's OUT/generator.pt).
         dataset: mnist, fashion-mnist or cifar10; its test set is attacked.
         attacks: comma-separated, of fgsm, pgd, cw (settings: see the attacks package).
         threat: comma-separated threat models, of oblivious, bpda, bpda-eot.
-        L: projection steps.
-        R: projection restarts.
+        L: projection steps (of the deployed defense, which scores every row).
+        R: projection restarts (likewise).
+        attacker_L: bpda, bpda-eot: projection steps of the attacker's projection, a cheaper approximation of the
+            defense for its gradients (default: L); the rows are still scored with L, R.
+        attacker_R: bpda, bpda-eot: restarts of the attacker's projection (default: R).
         n: attack the first n test images (0: all).
         eps: L-inf budget of fgsm and pgd instead of the dataset's (a number or a fraction such as 8/255).
         settings: ART overrides per attack, e.g. "{pgd: {max_iter: 100}, cw: {confidence: 5}}".
         eot_samples: bpda-eot: projections averaged in each gradient.
         sanity: also run Carlini et al. (2019)'s sanity checks (PGD under bpda); failures are flagged.
-        out: output folder.
+        out: output folder; its results are resumed when present (and refused if made with other settings).
         data_root: dataset folder (default: $DEFENSE_HGAN_DATA, else ~/.cache/defense_hgan/data).
         download: let torchvision download a missing dataset.
         seed: seed for the attacks' and the defense's random starts.
@@ -207,7 +217,6 @@ def evaluate(
     from defense_hgan.data import load_dataset
     from defense_hgan.evaluation import evaluate as run, gan_defense
     from defense_hgan.generator_io import load_generator
-    from defense_hgan.report import write_results
 
     _check_trained_on(dataset, generator=generator, classifier=classifier)
     if settings is not None and not isinstance(settings, dict):
@@ -218,14 +227,14 @@ def evaluate(
             settings.setdefault(name, {}).setdefault("eps", float(Fraction(str(eps))))
     images, labels = load_dataset(dataset, train=False, root=data_root, download=download)
     total, n = len(labels), int(n) if int(n) > 0 else len(labels)
+    defense = gan_defense(load_generator(generator, device), int(L), int(R), seed=int(seed), progress=True,
+                          attacker_L=None if attacker_L is None else int(attacker_L),
+                          attacker_R=None if attacker_R is None else int(attacker_R))
     results = run(
-        load_classifier(classifier, device), gan_defense(load_generator(generator, device), int(L), int(R),
-                                                         seed=int(seed), progress=True),
-        images[:n], labels[:n], dataset=dataset, attacks=attacks, threats=threat, settings=settings,
-        eot_samples=int(eot_samples), seed=int(seed), test_set_size=total, sanity=bool(sanity),
+        load_classifier(classifier, device), defense, images[:n], labels[:n], dataset=dataset, attacks=attacks,
+        threats=threat, settings=settings, eot_samples=int(eot_samples), seed=int(seed), test_set_size=total,
+        sanity=bool(sanity), out=out, sources={"classifier": str(classifier), "generator": str(generator)},
     )
-    results = {"classifier": str(classifier), "generator": str(generator), **results}
-    write_results(results, out)
     for row in results["rows"]:
         print(f"{row['attack']:<5} {row['threat']:<10} undefended {row['accuracy_undefended']:.3f}  "
               f"defended {row['accuracy_defended']:.3f}")

@@ -14,12 +14,25 @@ Threat models (what the attacker differentiates):
 
 Scoring always uses the deployed defense, a projection seeded with the run's
 seed; the attacker's projections draw fresh starts from the (seeded) global
-RNG, so it never sees the evaluator's restarts. Every row reseeds, so a row
-does not depend on which rows ran before it.
+RNG, so it never sees the evaluator's restarts. The attacker's projection may
+be a cheaper one (``gan_defense``'s ``attacker_L``, ``attacker_R``): BPDA needs
+only its forward value, and an attacker may approximate the defense; the
+scores still come from the full one. Every row reseeds, so a row does not
+depend on which rows ran before it.
+
+With ``out``, ``evaluate`` rewrites OUT/results.json and OUT/results.md
+(atomically) after every finished row, and a rerun into the same OUT skips the
+rows (and sanity checks) already there, so an interrupted evaluation resumes
+where it stopped and attacks or threat models can be added later. It always
+resumes, as ``sweep`` does; results of other settings (anything in the results
+but the rows, the sanity checks and the progress fields) are refused.
 """
 from __future__ import annotations
 
+import json
 import math
+import operator
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -50,13 +63,34 @@ class Defense:
 
 
 def gan_defense(generator: nn.Module, L: int = 200, R: int = 10, *, seed: int = 0, progress: bool = False,
-                **options) -> Defense:
-    """Defense-GAN as evaluated: seeded projections to score, unseeded ones to attack; options as in ``project``."""
+                attacker_L: int | None = None, attacker_R: int | None = None, **options) -> Defense:
+    """Defense-GAN as evaluated: seeded projections to score, unseeded ones to attack; options as in ``project``.
+
+    ``attacker_L`` and ``attacker_R`` (default: ``L``, ``R``) set the
+    attacker's projection alone (``Defense.attacked``, what BPDA attacks
+    differentiate): a cheaper approximation of the defense for its gradients.
+    Scores always come from the full ``L``, ``R`` projection.
+    """
+    L, R = _positive(L, "L"), _positive(R, "R")
+    attacker_L = L if attacker_L is None else _positive(attacker_L, "attacker_L")
+    attacker_R = R if attacker_R is None else _positive(attacker_R, "attacker_R")
     return Defense(
         purify=Projector(generator, L, R, seed=seed, progress=progress, **options),
-        attacked=Projector(generator, L, R, **options),
-        description={"name": "defense-gan", "L": L, "R": R, "seed": seed, "options": options},
+        attacked=Projector(generator, attacker_L, attacker_R, **options),
+        description={"name": "defense-gan", "L": L, "R": R, "attacker_L": attacker_L, "attacker_R": attacker_R,
+                     "seed": seed, "options": options},
     )
+
+
+def _positive(value, name: str) -> int:
+    """``value`` as a positive int (numpy integers too), or a ValueError naming it."""
+    try:
+        number = operator.index(value)
+    except TypeError:
+        number = 0
+    if number < 1 or isinstance(value, bool):
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return number
 
 
 class ExpectedDefended(nn.Module):
@@ -109,6 +143,20 @@ def wilson_interval(correct: int, n: int, z: float = Z95) -> tuple[float, float]
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
+def row_settings(attack: str, threat: str, dataset: str, settings: dict | None = None, eot_samples: int = 5,
+                 defense: Defense | None = None) -> dict:
+    """The settings a row records: the attack's ART settings, with ``eot_samples`` under bpda-eot and the
+    attacker's projection (the defense's ``attacker_L``, ``attacker_R``) under bpda and bpda-eot."""
+    if attack == "none":
+        return {}
+    used = attack_settings(attack, dataset, **(settings or {}))
+    if threat == "bpda-eot":
+        used["eot_samples"] = eot_samples
+    if threat in ("bpda", "bpda-eot") and defense is not None:
+        used.update({k: defense.description[k] for k in ("attacker_L", "attacker_R") if k in defense.description})
+    return used
+
+
 def attack_row(classifier: nn.Module, defense: Defense, images: torch.Tensor, labels: torch.Tensor, *,
                attack: str, threat: str, dataset: str, settings: dict | None = None, eot_samples: int = 5,
                seed: int = 0, progress: bool = False) -> dict:
@@ -118,17 +166,15 @@ def attack_row(classifier: nn.Module, defense: Defense, images: torch.Tensor, la
     """
     start = time.perf_counter()
     seed_everything(seed)
+    used = row_settings(attack, threat, dataset, settings, eot_samples, defense)
     if attack == "none":
-        adversarial, used = images, {}
+        adversarial = images
     else:
-        used = attack_settings(attack, dataset, **(settings or {}))
         estimator = threat_estimator(threat, classifier, defense, images.shape[1:], _classes(classifier, images),
                                      eot_samples)
-        generated = build_attack(attack, estimator, dataset, verbose=progress, **used).generate(
+        generated = build_attack(attack, estimator, dataset, verbose=progress, **(settings or {})).generate(
             x=images.cpu().numpy(), y=labels.cpu().numpy())
         adversarial = torch.from_numpy(generated).to(images.device, images.dtype)
-        if threat == "bpda-eot":
-            used = {**used, "eot_samples": eot_samples}
     undefended = correct(classifier, adversarial, labels)
     defended = correct(classifier, adversarial, labels, defense.purify)
     row = {"attack": attack, "threat": threat, "settings": used, "seed": seed, "n": len(labels)}
@@ -141,45 +187,130 @@ def attack_row(classifier: nn.Module, defense: Defense, images: torch.Tensor, la
 def evaluate(classifier: nn.Module, defense: Defense, images: torch.Tensor, labels: torch.Tensor, *,
              dataset: str, attacks=ATTACKS, threats=("oblivious", "bpda"), settings: dict | None = None,
              eot_samples: int = 5, seed: int = 0, test_set_size: int | None = None, sanity: bool = False,
-             progress: bool = True) -> dict:
+             progress: bool = True, out: str | os.PathLike | None = None, sources: dict | None = None) -> dict:
     """Every attack under every threat model, plus the no-attack row; as ``report.write_results`` writes them.
 
     ``settings`` maps attack names to ART overrides; ``sanity`` adds
     ``defense_hgan.sanity.sanity_checks`` (under BPDA) as ``results["sanity"]``.
+    ``sources`` names what was evaluated (e.g. ``{"classifier": path,
+    "generator": path}``); it heads the results and is part of the run's identity.
+
+    With ``out``, the results are written to OUT after every row and resumed
+    from there: rows and sanity checks already in OUT/results.json are kept,
+    not recomputed; a ValueError refuses an OUT holding results of other
+    settings. The results then also hold OUT's earlier rows of attacks or threat
+    models not asked for this time. ``results["pending"]`` lists what is still
+    to run (empty once the evaluation is complete).
     """
     from tqdm.auto import tqdm
 
+    from defense_hgan.report import read_results, write_results
+
     attacks = check_names(attacks, ATTACKS, "attack")
     threats = check_names(threats, THREATS, "threat model")
+    settings = settings or {}
     if settings:
         check_names(list(settings), ATTACKS, "attack in settings")
-    classifier.eval()
-    start = time.perf_counter()
-    runs = [("none", "none")] + [(a, t) for a in attacks for t in threats]
-    rows = []
-    for attack, threat in tqdm(runs, desc="evaluate", unit="run", disable=not progress):
-        rows.append(attack_row(classifier, defense, images, labels, attack=attack, threat=threat, dataset=dataset,
-                               settings=(settings or {}).get(attack), eot_samples=eot_samples, seed=seed,
-                               progress=progress))
     results = {
+        **(sources or {}),
         "dataset": dataset,
         "subset": {"n": len(labels), "of": test_set_size, "selection": SUBSET},
         "seed": seed,
         "confidence_level": 0.95,
         "defense": defense.description,
-        "attacks": attacks,
-        "threats": threats,
         "eot_samples": eot_samples,
-        "rows": rows,
-        "sanity": None,
     }
-    if sanity:
+    stored = read_results(out) if out is not None else None
+    if stored is not None:
+        _check_same_run(stored, results, out)
+    sanity_used = _sanity_settings(dataset, settings)
+    done = {}
+    for row in (stored or {}).get("rows", []):
+        expected = row_settings(row["attack"], row["threat"], dataset, settings.get(row["attack"]), eot_samples,
+                                defense)
+        if _plain(row["settings"]) != _plain(expected):
+            raise ValueError(f"{out} holds {row['attack']} under {row['threat']} with settings {row['settings']}, "
+                             f"but this run's are {expected}; rerun with the same settings to resume it, "
+                             f"or pass another --out")
+        done[row["attack"], row["threat"]] = row
+    previous_sanity = (stored or {}).get("sanity")
+    if previous_sanity is not None and _plain(previous_sanity.get("settings")) != _plain(sanity_used):
+        raise ValueError(f"{out} holds sanity checks with settings {previous_sanity.get('settings')}, but this "
+                         f"run's are {sanity_used}; rerun with the same settings to resume it, or pass another --out")
+    # Earlier rows of attacks or threat models not asked for this time are kept too, in the earlier order.
+    earlier = stored or {}
+    all_attacks = [a for a in dict.fromkeys(list(earlier.get("attacks", [])) + [a for a, _ in done] + attacks)
+                   if a in attacks or (a != "none" and any(key[0] == a for key in done))]
+    all_threats = [t for t in dict.fromkeys(list(earlier.get("threats", [])) + [t for _, t in done] + threats)
+                   if t in threats or (t != "none" and any(key[1] == t for key in done))]
+    results.update({"attacks": all_attacks, "threats": all_threats, "pending": [], "rows": [],
+                    "sanity": previous_sanity, "seconds": 0.0})
+    runs = [("none", "none")] + [(a, t) for a in all_attacks for t in all_threats]
+    wanted = [("none", "none")] + [(a, t) for a in attacks for t in threats]
+    todo = [run for run in wanted if run not in done]
+
+    def update() -> None:
+        results["rows"] = [done[run] for run in runs if run in done]
+        results["pending"] = [f"{a}/{t}" for a, t in todo if (a, t) not in done]
+        if sanity and results["sanity"] is None:
+            results["pending"].append("sanity")
+        results["seconds"] = round(sum(row["seconds"] for row in results["rows"])
+                                   + (results["sanity"] or {}).get("seconds", 0.0), 2)
+        if out is not None:
+            write_results(results, out)
+
+    update()
+    if stored is not None and progress:
+        print(f"{out}: resuming, {len(done)} rows there, {len(todo)} to run"
+              + (", then the sanity checks" if sanity and results["sanity"] is None else ""))
+    classifier.eval()
+    for attack, threat in tqdm(todo, desc="evaluate", unit="run", disable=not progress):
+        done[attack, threat] = attack_row(classifier, defense, images, labels, attack=attack, threat=threat,
+                                          dataset=dataset, settings=settings.get(attack), eot_samples=eot_samples,
+                                          seed=seed, progress=progress)
+        update()
+    if sanity and results["sanity"] is None:
         from defense_hgan.sanity import sanity_checks
 
-        results["sanity"] = sanity_checks(classifier, defense, images, labels, dataset=dataset, settings=settings,
-                                          eot_samples=eot_samples, seed=seed, progress=progress)
-    results["seconds"] = round(time.perf_counter() - start, 2)
+        start = time.perf_counter()
+        checks = sanity_checks(classifier, defense, images, labels, dataset=dataset, settings=settings,
+                               eot_samples=eot_samples, seed=seed, progress=progress)
+        results["sanity"] = {**checks, "settings": sanity_used, "seconds": round(time.perf_counter() - start, 2)}
+        update()
     return results
+
+
+def _sanity_settings(dataset: str, settings: dict) -> dict:
+    """What the sanity checks' results depend on beyond the run's identity: PGD's and FGSM's settings."""
+    return {attack: attack_settings(attack, dataset, **settings.get(attack, {})) for attack in ("pgd", "fgsm")}
+
+
+# What grows as an evaluation runs; everything else in the results is the run's identity.
+PROGRESS_KEYS = ("attacks", "threats", "pending", "rows", "sanity", "seconds")
+
+
+def _check_same_run(stored: dict, results: dict, out) -> None:
+    """A ValueError naming the first difference when OUT's results come from another run's settings."""
+    before = _plain({k: v for k, v in stored.items() if k not in PROGRESS_KEYS})
+    now = _plain(results)
+    if before != now:
+        where, old, new = _difference(before, now)
+        raise ValueError(f"{out} holds an evaluation with {where} {old!r}, but this one has {new!r}; "
+                         f"rerun with the same settings to resume it, or pass another --out")
+
+
+def _difference(a, b, where: str = ""):
+    """(path, a's value, b's value) of the first difference between two JSON values."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in list(a) + [k for k in b if k not in a]:
+            if a.get(key) != b.get(key):
+                return _difference(a.get(key), b.get(key), f"{where}.{key}" if where else str(key))
+    return where or "results", a, b
+
+
+def _plain(value):
+    """``value`` as it reads back from JSON (tuples as lists, keys as strings), to compare with stored results."""
+    return json.loads(json.dumps(value))
 
 
 @torch.no_grad()

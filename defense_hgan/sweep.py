@@ -20,13 +20,14 @@ from __future__ import annotations
 import csv
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 from torch import nn
+
+from defense_hgan.atomic import atomic_write
 
 CSV_NAME = "sweep.csv"
 # The settings every row of one CSV shares; a rerun with others is refused.
@@ -191,14 +192,7 @@ def _previous_rows(path: Path, run: dict) -> list[dict]:
 
 def _write(path: Path, rows: list[dict]) -> None:
     """Write the CSV atomically (temp file + rename): an interruption leaves the previous complete file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            writer = csv.DictWriter(f, COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, newline="") as f:
+        writer = csv.DictWriter(f, COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)

@@ -10,7 +10,8 @@ from defense_hgan.art_defense import art_classifier
 from defense_hgan.evaluation import (
     THREATS, Defense, ExpectedDefended, attack_row, evaluate, gan_defense, threat_estimator, wilson_interval,
 )
-from defense_hgan.report import write_results
+from defense_hgan import defense as defense_module
+from defense_hgan.report import read_results, write_results
 from defense_hgan.sanity import sanity_checks
 from tests.test_attacks import SHAPE, blobs, trained_classifier
 from tests.test_projection import TinyGenerator
@@ -49,6 +50,27 @@ def no_defense() -> Defense:
 
 def masking_defense() -> Defense:
     return Defense(GradientReversal(), GradientReversal(), {"name": "gradient reversal"})
+
+
+class Counting(nn.Module):
+    """A module that counts its calls."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module, self.calls = module, 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.module(x)
+
+
+def counted(defense: Defense) -> Defense:
+    """``defense`` with its purify (one call per row scored) and attacked modules counting their calls."""
+    return Defense(Counting(defense.purify), Counting(defense.attacked), defense.description)
+
+
+def without_seconds(rows):
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
 
 
 def test_bpda_gradients_flow_through_the_projection_as_art_defense_computes_them(classifier):
@@ -115,8 +137,10 @@ def test_results_files_hold_every_field_for_every_attack_and_threat(classifier, 
     assert clean["accuracy_undefended"] == 1.0 and fgsm["accuracy_undefended"] < 0.5  # oblivious FGSM works
     assert fgsm["settings"]["eps"] == 0.3 and saved["rows"][2 * len(THREATS) + 1]["settings"]["max_iter"] == 3
     assert saved["rows"][3]["settings"]["eot_samples"] == 2
+    assert saved["pending"] == [] and saved["defense"]["attacker_L"] == 3
     markdown = (tmp_path / "results.md").read_text()
-    assert "20 of 1000 test images" in markdown and "95% Wilson" in markdown
+    assert "the first 20 of 1000 test images" in markdown and "95% Wilson" in markdown and "seed 7" in markdown
+    assert "L=3, R=2" in markdown and "| pgd | bpda-eot | " in markdown and "iters 5, inits 1, eot 2 |" in markdown
     assert markdown.count("\n| ") == 2 + len(saved["rows"]) - 1 and "| cw | bpda-eot |" in markdown
 
 
@@ -126,6 +150,100 @@ def test_rows_are_reproducible_from_the_seed(classifier):
     defense = gan_defense(TinyGenerator(), **PROJECTION)
     first, again = (attack_row(classifier, defense, images, labels, **options) for _ in range(2))
     assert {k: v for k, v in first.items() if k != "seconds"} == {k: v for k, v in again.items() if k != "seconds"}
+
+
+def resumable(classifier, defense, out, attacks="fgsm,pgd", **overrides):
+    images, labels = blobs(1)
+    options = {"dataset": "mnist", "attacks": attacks, "threats": "oblivious,bpda", "settings": FAST, "seed": 3,
+               "test_set_size": 100, "progress": False, "out": out, "sources": {"classifier": "c.pt"}, **overrides}
+    return evaluate(classifier, defense, images, labels, **options)
+
+
+def test_an_evaluation_widened_later_computes_only_the_new_rows(classifier, tmp_path):
+    full = resumable(classifier, gan_defense(TinyGenerator(), **PROJECTION), tmp_path / "full")
+    defense = counted(gan_defense(TinyGenerator(), **PROJECTION))
+    first = resumable(classifier, defense, tmp_path / "out", attacks="fgsm")
+    assert defense.purify.calls == 3 and read_results(tmp_path / "out") == first  # none, fgsm x 2 threats
+    defense.purify.calls = defense.attacked.calls = 0
+    resumed = resumable(classifier, defense, tmp_path / "out")
+    assert defense.purify.calls == 2 and defense.attacked.calls > 0  # pgd x 2 threats
+    assert resumed["rows"][:3] == first["rows"]  # the stored rows as they were, seconds included
+    assert without_seconds(resumed["rows"]) == without_seconds(full["rows"])  # as an uninterrupted run's
+    assert read_results(tmp_path / "out") == resumed and resumed["pending"] == []
+    assert {k: v for k, v in resumed.items() if k not in ("rows", "seconds")} == \
+        {k: v for k, v in full.items() if k not in ("rows", "seconds")}
+    defense.purify.calls = defense.attacked.calls = 0
+    assert resumable(classifier, defense, tmp_path / "out", attacks="pgd") == resumed  # fgsm's rows are kept
+    assert defense.purify.calls == defense.attacked.calls == 0
+
+
+def test_an_interrupted_evaluation_keeps_its_finished_rows_and_resumes(classifier, tmp_path):
+    full = resumable(classifier, gan_defense(TinyGenerator(), **PROJECTION), tmp_path / "full")
+
+    class Interrupt(nn.Module):  # Ctrl-C in the third row's scoring
+        def __init__(self, module):
+            super().__init__()
+            self.module, self.calls = module, 0
+
+        def forward(self, x):
+            self.calls += 1
+            if self.calls == 3:
+                raise KeyboardInterrupt
+            return self.module(x)
+
+    defense = gan_defense(TinyGenerator(), **PROJECTION)
+    with pytest.raises(KeyboardInterrupt):
+        resumable(classifier, Defense(Interrupt(defense.purify), defense.attacked, defense.description),
+                  tmp_path / "out")
+    saved = read_results(tmp_path / "out")
+    assert without_seconds(saved["rows"]) == without_seconds(full["rows"][:2])  # the two finished rows
+    assert saved["pending"] == ["fgsm/bpda", "pgd/oblivious", "pgd/bpda"] and not list((tmp_path / "out").glob("*.tmp"))
+    markdown = (tmp_path / "out/results.md").read_text()
+    assert "**Incomplete**: still to run fgsm/bpda, pgd/oblivious, pgd/bpda; rerun the same command" in markdown
+    defense = counted(defense)
+    resumed = resumable(classifier, defense, tmp_path / "out")
+    assert defense.purify.calls == 3 and resumed["rows"][:2] == saved["rows"]
+    assert without_seconds(resumed["rows"]) == without_seconds(full["rows"]) and resumed["pending"] == []
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"seed": 4}, "seed 3.*has 4"),
+    ({"projection": {"L": 2}}, "defense.L 3.*has 2"),
+    ({"projection": {"attacker_R": 1}}, "defense.attacker_R 2.*has 1"),
+    ({"eot_samples": 3}, "eot_samples 5.*has 3"),
+    ({"sources": {"classifier": "other.pt"}}, "classifier 'c.pt'.*has 'other.pt'"),
+    ({"settings": {"fgsm": {"eps": 0.1}}}, r"holds fgsm under oblivious with settings .*'eps': 0.3.*'eps': 0.1"),
+])
+def test_other_settings_into_the_same_out_are_refused(classifier, tmp_path, change, message):
+    resumable(classifier, gan_defense(TinyGenerator(), **PROJECTION), tmp_path, attacks="fgsm", threats="oblivious")
+    before = (tmp_path / "results.json").read_text()
+    change = dict(change)
+    defense = gan_defense(TinyGenerator(), **{**PROJECTION, **change.pop("projection", {})})
+    with pytest.raises(ValueError, match=message + ".*rerun with the same settings to resume it, or pass another"):
+        resumable(classifier, defense, tmp_path, attacks="fgsm", threats="oblivious", **change)
+    assert (tmp_path / "results.json").read_text() == before
+
+
+def test_the_attackers_projection_crafts_and_the_full_one_scores(classifier, tmp_path, monkeypatch):
+    calls, real = [], defense_module.project
+    monkeypatch.setattr(defense_module, "project",
+                        lambda generator, x, L, R, **options: calls.append((L, R, "seed" in options)) or
+                        real(generator, x, L, R, **options))
+    defense = gan_defense(TinyGenerator(), L=3, R=2, attacker_L=2, attacker_R=1, seed=0)
+    assert (defense.purify.L, defense.purify.R, defense.attacked.L, defense.attacked.R) == (3, 2, 2, 1)
+    results = resumable(classifier, defense, tmp_path, attacks="pgd", threats="bpda,bpda-eot", eot_samples=2)
+    assert set(calls) == {(3, 2, True), (2, 1, False)}  # scored seeded with L, R; attacked with the cheaper one
+    assert calls.count((3, 2, True)) == 3 and calls.count((2, 1, False)) >= 2 * FAST["pgd"]["max_iter"]
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved == results and saved["defense"]["L"] == 3 and saved["defense"]["attacker_L"] == 2
+    for row in saved["rows"][1:]:
+        assert (row["settings"]["attacker_L"], row["settings"]["attacker_R"]) == (2, 1)
+    assert "BPDA gradients taken at a projection with L=2, R=1; scored with L=3, R=2" in \
+        (tmp_path / "results.md").read_text()
+    defaults = gan_defense(TinyGenerator(), L=3, R=2).description
+    assert (defaults["attacker_L"], defaults["attacker_R"]) == (3, 2)
+    with pytest.raises(ValueError, match="attacker_L must be a positive integer"):
+        gan_defense(TinyGenerator(), attacker_L=0)
 
 
 def test_sanity_checks_pass_for_an_honest_model(classifier):
@@ -149,6 +267,21 @@ def test_sanity_checks_flag_a_gradient_masking_defense(classifier, tmp_path):
     markdown = (tmp_path / "results.md").read_text()
     assert "**Sanity checks FAILED**" in markdown and "- **FAIL** unbounded attack succeeds" in markdown
     assert json.loads((tmp_path / "results.json").read_text())["sanity"]["passed"] is False
+
+
+def test_stored_sanity_checks_are_not_recomputed(classifier, tmp_path):
+    images, labels = blobs(1)
+    options = {"dataset": "mnist", "attacks": "pgd", "threats": "bpda", "settings": FAST, "progress": False,
+               "out": tmp_path}
+    first = evaluate(classifier, masking_defense(), images, labels, sanity=True, **options)
+    assert first["sanity"]["settings"]["pgd"]["max_iter"] == 5 and first["pending"] == []
+    defense = counted(masking_defense())
+    assert evaluate(classifier, defense, images, labels, sanity=True, **options) == first
+    assert defense.purify.calls == defense.attacked.calls == 0
+    assert evaluate(classifier, defense, images, labels, **options)["sanity"] == first["sanity"]  # kept
+    with pytest.raises(ValueError, match="sanity checks with settings.*another --out"):
+        evaluate(classifier, defense, images, labels, sanity=True,
+                 **{**options, "settings": {**FAST, "fgsm": {"eps": 0.2}}})
 
 
 def test_unknown_attacks_and_threats_name_the_choices(classifier):
@@ -190,6 +323,20 @@ def test_cli_writes_results_and_refuses_bad_names_in_one_line(mnist_root, tmp_pa
     assert saved["subset"]["n"] == 4 and saved["subset"]["of"] == 32 and saved["classifier"] == classifier
     assert len(saved["rows"]) == 5 and saved["rows"][1]["settings"]["eps"] == pytest.approx(8 / 255)
     assert saved["rows"][3]["settings"]["max_iter"] == 2 and (out / "results.md").is_file()
+    assert saved["defense"]["attacker_L"] == 2 and saved["rows"][4]["settings"]["attacker_R"] == 1
+    _cli(monkeypatch, *common, "--attacks", "fgsm,pgd", "--threat", "oblivious,bpda", "--eps", "8/255",
+         "--settings", "{pgd: {max_iter: 2}}", "--out", str(out))
+    assert json.loads((out / "results.json").read_text()) == saved  # resumed: nothing left to compute
+    cheap = tmp_path / "cheap"
+    _cli(monkeypatch, *common, "--attacks", "fgsm", "--threat", "bpda", "--attacker-L", "1", "--attacker-R", "1",
+         "--out", str(cheap))
+    saved = json.loads((cheap / "results.json").read_text())
+    defense = saved["defense"]
+    assert (defense["L"], defense["attacker_L"], saved["rows"][1]["settings"]["attacker_L"]) == (2, 1, 1)
+    with pytest.raises(SystemExit) as other:
+        _cli(monkeypatch, *common, "--attacks", "fgsm", "--threat", "bpda", "--out", str(cheap))
+    assert str(other.value.code).startswith(f"error: {cheap} holds an evaluation with defense.attacker_L 1, "
+                                            "but this one has 2;") and str(other.value.code).endswith("--out")
     with pytest.raises(SystemExit) as bad:
         _cli(monkeypatch, *common, "--threat", "blackbox", "--out", str(out))
     assert str(bad.value.code) == ("error: unknown threat model ['blackbox']; "

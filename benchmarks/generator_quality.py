@@ -51,6 +51,8 @@ def run(args) -> str:
         budget = training_budget(path)
         teacher = budget.get("final_losses", {}).get("teacher")
         minutes = f"{budget['seconds'] / 60:.0f}" if "seconds" in budget else "?"
+        if budget.get("steps_this_run", budget.get("steps")) != budget.get("steps"):
+            minutes += f" (the last {budget['steps_this_run']} steps, after a resume)"
         rows.append([model, budget.get("steps", "?"), budget.get("config", {}).get("batch_size", "?"), minutes,
                      f"{result['mode_kl']:.4f}", f"{result['mode_chi_square']:.1f}", f"{result['classifier_fd']:.2f}",
                      f"{result['projection_mse']:.5f}", "-" if teacher is None else f"{teacher:.3f}"])

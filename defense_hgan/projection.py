@@ -180,7 +180,7 @@ def _descend(generator, target, z0, L, optimizer, lr, schedule, early_stop, bf16
         bar.update()
         if early_stop is not None and step % EARLY_STOP_EVERY == 0:
             current = error.detach().min(1).values.mean().item()
-            if watched - current <= early_stop * watched:
+            if math.isfinite(watched) and watched - current <= early_stop * watched:  # not before a second check
                 bar.update(L - step)
                 break
             watched = current

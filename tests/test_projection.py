@@ -135,6 +135,11 @@ def test_early_stop_ends_once_the_error_stops_falling(generator):
     assert result.steps < 500 and result.steps % 10 == 0
 
 
+def test_early_stop_never_fires_at_the_first_check(generator):
+    x = noise(4)  # far from the generator's range: the error keeps falling for a while
+    assert project(generator, x, L=40, R=2, seed=0, optimizer="adam", early_stop=1e-3).steps > 10
+
+
 def test_bf16_and_channels_last_stay_close_to_fp32(generator):
     x = noise(4)
     fp32 = project(generator, x, L=20, R=2, seed=0)

@@ -53,12 +53,13 @@ RESULTS = Path(__file__).resolve().parent / "results" / "projection_speed.md"
 # Our options for (b), in order of nominal cost (L x R); the first to reach the target ends the search.
 # Each runs in fp32, then again under bf16 when (e) finds bf16 faster.
 CANDIDATES = [
-    {"L": 25, "R": 2, "optimizer": "adam", "lr": 0.05, "schedule": "cosine"},
-    {"L": 50, "R": 2, "optimizer": "adam", "lr": 0.05, "schedule": "cosine"},
-    {"L": 50, "R": 4, "optimizer": "adam", "lr": 0.05, "schedule": "cosine"},
-    {"L": 100, "R": 4, "optimizer": "adam", "lr": 0.05, "schedule": "cosine", "early_stop": 1e-3},
-    {"L": 100, "R": 10, "optimizer": "adam", "lr": 0.05, "schedule": "cosine", "early_stop": 1e-3},
-    {"L": 200, "R": 10, "optimizer": "adam", "lr": 0.05, "schedule": "cosine", "early_stop": 1e-3},
+    {"L": 50, "R": 2, "optimizer": "adam", "lr": 0.3, "schedule": "cosine"},
+    {"L": 100, "R": 1, "lr": 30.0},
+    {"L": 100, "R": 1, "optimizer": "adam", "lr": 0.2, "schedule": "cosine"},
+    {"L": 150, "R": 1, "lr": 20.0},
+    {"L": 200, "R": 1, "lr": 20.0, "early_stop": 1e-3},
+    {"L": 200, "R": 1, "optimizer": "adam", "lr": 0.1, "schedule": "cosine"},
+    {"L": 200, "R": 2, "lr": 20.0},
 ]
 
 
@@ -219,6 +220,8 @@ def run(args) -> str:
     lines.append(f"Returned restart is the best of the {R} (each rerun alone) for "
                  f"{(chosen <= alone.min(1).values + 1e-6).sum()}/{len(xc)} images.\n")
 
+    if not args.defend_n:
+        return "\n".join(lines)
     log('(d) defending 1,000 images with the defaults')
     xd = images[: args.defend_n]
     if args.classifier:
@@ -255,7 +258,7 @@ def main(argv=None) -> None:
     parser.add_argument("--reference-n", type=int, default=5, help="images for the slow per-image reference")
     parser.add_argument("--check-n", type=int, default=50, help="images for the correctness checks")
     parser.add_argument("--bf16-n", type=int, default=10, help="images for (e) (bf16 without hardware support is slow)")
-    parser.add_argument("--defend-n", type=int, default=1000, help="images for (d)")
+    parser.add_argument("--defend-n", type=int, default=1000, help="images for (d); 0 skips it")
     parser.add_argument("--L", type=int, default=200)
     parser.add_argument("--R", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)

@@ -157,6 +157,17 @@ def row_settings(attack: str, threat: str, dataset: str, settings: dict | None =
     return used
 
 
+def craft(classifier: nn.Module, defense: Defense | None, images: torch.Tensor, labels: torch.Tensor, *,
+          attack: str, threat: str, dataset: str, settings: dict | None = None, eot_samples: int = 5,
+          progress: bool = False) -> torch.Tensor:
+    """Adversarial images of ``attack`` under ``threat`` (``defense`` may be None under oblivious)."""
+    estimator = threat_estimator(threat, classifier, defense, images.shape[1:], _classes(classifier, images),
+                                 eot_samples)
+    generated = build_attack(attack, estimator, dataset, verbose=progress, **(settings or {})).generate(
+        x=images.cpu().numpy(), y=labels.cpu().numpy())
+    return torch.from_numpy(generated).to(images.device, images.dtype)
+
+
 def attack_row(classifier: nn.Module, defense: Defense, images: torch.Tensor, labels: torch.Tensor, *,
                attack: str, threat: str, dataset: str, settings: dict | None = None, eot_samples: int = 5,
                seed: int = 0, progress: bool = False) -> dict:
@@ -167,14 +178,9 @@ def attack_row(classifier: nn.Module, defense: Defense, images: torch.Tensor, la
     start = time.perf_counter()
     seed_everything(seed)
     used = row_settings(attack, threat, dataset, settings, eot_samples, defense)
-    if attack == "none":
-        adversarial = images
-    else:
-        estimator = threat_estimator(threat, classifier, defense, images.shape[1:], _classes(classifier, images),
-                                     eot_samples)
-        generated = build_attack(attack, estimator, dataset, verbose=progress, **(settings or {})).generate(
-            x=images.cpu().numpy(), y=labels.cpu().numpy())
-        adversarial = torch.from_numpy(generated).to(images.device, images.dtype)
+    adversarial = images if attack == "none" else craft(
+        classifier, defense, images, labels, attack=attack, threat=threat, dataset=dataset, settings=settings,
+        eot_samples=eot_samples, progress=progress)
     undefended = correct(classifier, adversarial, labels)
     defended = correct(classifier, adversarial, labels, defense.purify)
     row = {"attack": attack, "threat": threat, "settings": used, "seed": seed, "n": len(labels)}

@@ -11,12 +11,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import FormatStrFormatter, NullFormatter
 
-from defense_hgan.sweep import read_sweep
-
-
-def load_sweep(path: str | os.PathLike) -> list[dict]:
-    """The rows of a sweep CSV (``python -m defense_hgan sweep``'s OUT/sweep.csv), one dict per cell."""
-    return read_sweep(path)
+from defense_hgan.sweep import read_sweep as load_sweep  # the rows of OUT/sweep.csv, one dict per cell
 
 
 def figure5(rows: list[dict], L: int = 100, R: int = 10, title: str | None = None):

@@ -142,22 +142,15 @@ def _cell(classifier, generator, L, R, images, labels, clean, crafted, *, attack
     }
 
 
-class _Keep(nn.Module):
-    """The identity, keeping its input: as attack_row's 'defense' it hands back the adversarial images."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.kept = x
-        return x
-
-
 def _oblivious(classifier, images, labels, attack, dataset, settings, seed, progress) -> tuple[torch.Tensor, float]:
     """The oblivious attack's adversarial images (crafted against the bare classifier) and its bare accuracy."""
-    from defense_hgan.evaluation import Defense, attack_row
+    from defense_hgan.devices import seed_everything
+    from defense_hgan.evaluation import correct, craft
 
-    keep = _Keep()
-    row = attack_row(classifier, Defense(keep, nn.Identity()), images, labels, attack=attack, threat="oblivious",
-                     dataset=dataset, settings=settings, seed=seed, progress=progress)
-    return keep.kept, row["accuracy_undefended"]
+    seed_everything(seed)  # as attack_row does, so the images match an evaluation's
+    adversarial = craft(classifier, None, images, labels, attack=attack, threat="oblivious", dataset=dataset,
+                        settings=settings, progress=progress)
+    return adversarial, correct(classifier, adversarial, labels).float().mean().item()
 
 
 def read_sweep(path: str | os.PathLike) -> list[dict]:

@@ -129,11 +129,12 @@ def run(args) -> str:
     generator.requires_grad_(False)
     images, labels = load_dataset("mnist", train=False, root=args.data_root)
     images, labels = images.to(device), labels.to(device)
-    x = images[: args.n]
+    x = images[args.first : args.first + args.n]
     L, R = args.L, args.R
     lines = [f"# Projection speed and accuracy\n",
              f"Machine: {machine(device)}; torch {torch.__version__}. Generator: `{args.generator}`. "
-             f"First {args.n} MNIST test images, seed {args.seed}. Made by `benchmarks/projection_speed.py`.\n"]
+             f"MNIST test images {args.first} to {args.first + len(x) - 1}, seed {args.seed}. "
+             f"Made by `benchmarks/projection_speed.py`.\n"]
 
     def log(what):
         print(f"[{time.strftime('%H:%M:%S')}] {what}", flush=True)
@@ -168,7 +169,7 @@ def run(args) -> str:
     lines.append(f"Ours reaches {100 * achieved / peaks['fp32']:.0f}% of the fp32 matmul peak.\n")
 
     log('(e) bf16 against fp32')
-    xb, yb = x[: args.bf16_n], labels[: args.bf16_n]
+    xb, yb = x[: args.bf16_n], labels[args.first : args.first + args.bf16_n]
     fp32, fp32_s = timed(lambda: project(generator, xb, L, R, seed=args.seed), device)
     bf16, bf16_s = timed(lambda: project(generator, xb, L, R, seed=args.seed, bf16=True), device)
     rows = [["fp32", f"{fp32_s:.1f}", f"{fp32.error.mean():.5f}"], ["bf16", f"{bf16_s:.1f}", f"{bf16.error.mean():.5f}"]]
@@ -255,6 +256,8 @@ def main(argv=None) -> None:
     parser.add_argument("--data-root", help="data root holding MNIST (default: $DEFENSE_HGAN_DATA)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--n", type=int, default=200, help="test images for (a), (b)")
+    parser.add_argument("--first", type=int, default=0,
+                        help="index of the first test image used (e.g. 100 to confirm options tuned on 0-99)")
     parser.add_argument("--reference-n", type=int, default=5, help="images for the slow per-image reference")
     parser.add_argument("--check-n", type=int, default=50, help="images for the correctness checks")
     parser.add_argument("--bf16-n", type=int, default=10, help="images for (e) (bf16 without hardware support is slow)")

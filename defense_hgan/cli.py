@@ -176,6 +176,7 @@ def evaluate(
     settings: dict | None = None,
     eot_samples: int = 5,
     sanity: bool = False,
+    chunk: int = 100,
     out: str = "runs/evaluate",
     data_root: str | None = None,
     download: bool = False,
@@ -184,10 +185,10 @@ def evaluate(
 ):
     """Attack a classifier bare and behind Defense-GAN; writes OUT/results.json and OUT/results.md.
 
-    Both files are rewritten after every finished row; rerun the same command
-    to resume an interrupted evaluation (finished rows and sanity checks are
-    skipped) or to add attacks or threat models. Other settings into the same
-    OUT are refused.
+    Both files are rewritten after every finished chunk of images; rerun the
+    same command to resume an interrupted evaluation (finished chunks, rows and
+    sanity checks are skipped) or to add attacks or threat models. Other
+    settings into the same OUT are refused.
 
     Args:
         classifier: a classifier checkpoint (train-classifier's OUT/classifier.pt).
@@ -205,6 +206,7 @@ def evaluate(
         settings: ART overrides per attack, e.g. "{pgd: {max_iter: 100}, cw: {confidence: 5}}".
         eot_samples: bpda-eot: projections averaged in each gradient.
         sanity: also run Carlini et al. (2019)'s sanity checks (PGD under bpda); failures are flagged.
+        chunk: images attacked, scored and saved at a time, so an interruption loses at most one chunk's work.
         out: output folder; its results are resumed when present (and refused if made with other settings).
         data_root: dataset folder (default: $DEFENSE_HGAN_DATA, else ~/.cache/defense_hgan/data).
         download: let torchvision download a missing dataset.
@@ -233,7 +235,7 @@ def evaluate(
     results = run(
         load_classifier(classifier, device), defense, images[:n], labels[:n], dataset=dataset, attacks=attacks,
         threats=threat, settings=settings, eot_samples=int(eot_samples), seed=int(seed), test_set_size=total,
-        sanity=bool(sanity), out=out, sources={"classifier": str(classifier), "generator": str(generator)},
+        sanity=bool(sanity), chunk=int(chunk), out=out, sources={"classifier": str(classifier), "generator": str(generator)},
     )
     for row in results["rows"]:
         print(f"{row['attack']:<5} {row['threat']:<10} undefended {row['accuracy_undefended']:.3f}  "

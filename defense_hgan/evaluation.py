@@ -20,10 +20,12 @@ only its forward value, and an attacker may approximate the defense; the
 scores still come from the full one. Every row reseeds, so a row does not
 depend on which rows ran before it.
 
-With ``out``, ``evaluate`` rewrites OUT/results.json and OUT/results.md
-(atomically) after every finished row, and a rerun into the same OUT skips the
-rows (and sanity checks) already there, so an interrupted evaluation resumes
-where it stopped and attacks or threat models can be added later. It always
+A row runs in chunks of images (``chunk``): each chunk is crafted and scored
+on its own (reseeded, as a row is) and the row merges their counts. With
+``out``, ``evaluate`` rewrites OUT/results.json and OUT/results.md
+(atomically) after every finished chunk, and a rerun into the same OUT skips the
+chunks, rows (and sanity checks) already there, so an interrupted evaluation
+loses at most one chunk's work and attacks or threat models can be added later. It always
 resumes, as ``sweep`` does; results of other settings (anything in the results
 but the rows, the sanity checks and the progress fields) are refused.
 """
@@ -181,29 +183,44 @@ def attack_row(classifier: nn.Module, defense: Defense, images: torch.Tensor, la
     adversarial = images if attack == "none" else craft(
         classifier, defense, images, labels, attack=attack, threat=threat, dataset=dataset, settings=settings,
         eot_samples=eot_samples, progress=progress)
-    undefended = correct(classifier, adversarial, labels)
-    defended = correct(classifier, adversarial, labels, defense.purify)
-    row = {"attack": attack, "threat": threat, "settings": used, "seed": seed, "n": len(labels)}
-    for name, hits in (("undefended", undefended), ("defended", defended)):
-        row[f"accuracy_{name}"] = hits.float().mean().item()
-        row[f"interval_{name}"] = list(wilson_interval(int(hits.sum()), len(hits)))
-    return {**row, "seconds": round(time.perf_counter() - start, 2)}
+    hits = {"undefended": int(correct(classifier, adversarial, labels).sum()),
+            "defended": int(correct(classifier, adversarial, labels, defense.purify).sum())}
+    row = {"attack": attack, "threat": threat, "settings": used, "seed": seed}
+    return _scored(row, len(labels), hits, time.perf_counter() - start)
+
+
+def merge_rows(parts: list[dict]) -> dict:
+    """One row from rows of the same attack and threat on disjoint chunks of images: counts add up."""
+    hits = {which: sum(part[f"correct_{which}"] for part in parts) for which in ("undefended", "defended")}
+    return _scored(parts[0], sum(part["n"] for part in parts), hits, sum(part["seconds"] for part in parts))
+
+
+def _scored(row: dict, n: int, hits: dict, seconds: float) -> dict:
+    """``row`` with n, the hit counts, accuracies, Wilson intervals and seconds of ``hits`` out of ``n`` images."""
+    row = {k: row[k] for k in ("attack", "threat", "settings", "seed")} | {"n": n}
+    for which, count in hits.items():
+        row[f"correct_{which}"] = count
+        row[f"accuracy_{which}"] = count / n
+        row[f"interval_{which}"] = list(wilson_interval(count, n))
+    return {**row, "seconds": round(seconds, 2)}
 
 
 def evaluate(classifier: nn.Module, defense: Defense, images: torch.Tensor, labels: torch.Tensor, *,
              dataset: str, attacks=ATTACKS, threats=("oblivious", "bpda"), settings: dict | None = None,
              eot_samples: int = 5, seed: int = 0, test_set_size: int | None = None, sanity: bool = False,
-             progress: bool = True, out: str | os.PathLike | None = None, sources: dict | None = None) -> dict:
+             chunk: int = 100, progress: bool = True, out: str | os.PathLike | None = None,
+             sources: dict | None = None) -> dict:
     """Every attack under every threat model, plus the no-attack row; as ``report.write_results`` writes them.
 
     ``settings`` maps attack names to ART overrides; ``sanity`` adds
     ``defense_hgan.sanity.sanity_checks`` (under BPDA) as ``results["sanity"]``.
     ``sources`` names what was evaluated (e.g. ``{"classifier": path,
     "generator": path}``); it heads the results and is part of the run's identity.
+    ``chunk`` images are attacked and scored at a time (and saved, with ``out``).
 
-    With ``out``, the results are written to OUT after every row and resumed
-    from there: rows and sanity checks already in OUT/results.json are kept,
-    not recomputed; a ValueError refuses an OUT holding results of other
+    With ``out``, the results are written to OUT after every chunk and resumed
+    from there: chunks, rows and sanity checks already in OUT/results.json are
+    kept, not recomputed; a ValueError refuses an OUT holding results of other
     settings. The results then also hold OUT's earlier rows of attacks or threat
     models not asked for this time. ``results["pending"]`` lists what is still
     to run (empty once the evaluation is complete).
@@ -225,31 +242,32 @@ def evaluate(classifier: nn.Module, defense: Defense, images: torch.Tensor, labe
         "confidence_level": 0.95,
         "defense": defense.description,
         "eot_samples": eot_samples,
+        "chunk": _positive(chunk, "chunk"),
     }
     stored = read_results(out) if out is not None else None
     if stored is not None:
         _check_same_run(stored, results, out)
     sanity_used = _sanity_settings(dataset, settings)
-    done = {}
-    for row in (stored or {}).get("rows", []):
+    earlier = stored or {}
+    partial = dict(earlier.get("partial") or {})  # the finished chunks of unfinished rows
+    for row in earlier.get("rows", []) + [part for parts in partial.values() for part in parts]:
         expected = row_settings(row["attack"], row["threat"], dataset, settings.get(row["attack"]), eot_samples,
                                 defense)
         if _plain(row["settings"]) != _plain(expected):
             raise ValueError(f"{out} holds {row['attack']} under {row['threat']} with settings {row['settings']}, "
                              f"but this run's are {expected}; rerun with the same settings to resume it, "
                              f"or pass another --out")
-        done[row["attack"], row["threat"]] = row
-    previous_sanity = (stored or {}).get("sanity")
+    done = {(row["attack"], row["threat"]): row for row in earlier.get("rows", [])}
+    previous_sanity = earlier.get("sanity")
     if previous_sanity is not None and _plain(previous_sanity.get("settings")) != _plain(sanity_used):
         raise ValueError(f"{out} holds sanity checks with settings {previous_sanity.get('settings')}, but this "
                          f"run's are {sanity_used}; rerun with the same settings to resume it, or pass another --out")
     # Earlier rows of attacks or threat models not asked for this time are kept too, in the earlier order.
-    earlier = stored or {}
     all_attacks = [a for a in dict.fromkeys(list(earlier.get("attacks", [])) + [a for a, _ in done] + attacks)
                    if a in attacks or (a != "none" and any(key[0] == a for key in done))]
     all_threats = [t for t in dict.fromkeys(list(earlier.get("threats", [])) + [t for _, t in done] + threats)
                    if t in threats or (t != "none" and any(key[1] == t for key in done))]
-    results.update({"attacks": all_attacks, "threats": all_threats, "pending": [], "rows": [],
+    results.update({"attacks": all_attacks, "threats": all_threats, "pending": [], "partial": partial, "rows": [],
                     "sanity": previous_sanity, "seconds": 0.0})
     runs = [("none", "none")] + [(a, t) for a in all_attacks for t in all_threats]
     wanted = [("none", "none")] + [(a, t) for a in attacks for t in threats]
@@ -257,10 +275,12 @@ def evaluate(classifier: nn.Module, defense: Defense, images: torch.Tensor, labe
 
     def update() -> None:
         results["rows"] = [done[run] for run in runs if run in done]
-        results["pending"] = [f"{a}/{t}" for a, t in todo if (a, t) not in done]
+        results["pending"] = [f"{a}/{t}" + _chunks_done(partial.get(f"{a}/{t}"), len(labels))
+                              for a, t in todo if (a, t) not in done]
         if sanity and results["sanity"] is None:
             results["pending"].append("sanity")
         results["seconds"] = round(sum(row["seconds"] for row in results["rows"])
+                                   + sum(part["seconds"] for parts in partial.values() for part in parts)
                                    + (results["sanity"] or {}).get("seconds", 0.0), 2)
         if out is not None:
             write_results(results, out)
@@ -270,11 +290,20 @@ def evaluate(classifier: nn.Module, defense: Defense, images: torch.Tensor, labe
         print(f"{out}: resuming, {len(done)} rows there, {len(todo)} to run"
               + (", then the sanity checks" if sanity and results["sanity"] is None else ""))
     classifier.eval()
-    for attack, threat in tqdm(todo, desc="evaluate", unit="run", disable=not progress):
-        done[attack, threat] = attack_row(classifier, defense, images, labels, attack=attack, threat=threat,
-                                          dataset=dataset, settings=settings.get(attack), eot_samples=eot_samples,
-                                          seed=seed, progress=progress)
+    starts = range(0, len(labels), chunk)
+    bar = tqdm(total=len(todo) * len(starts) - sum(len(partial.get(f"{a}/{t}", [])) for a, t in todo),
+               desc="evaluate", unit="chunk", disable=not progress)
+    for attack, threat in todo:
+        parts = partial.setdefault(f"{attack}/{threat}", [])
+        for start in starts[len(parts):]:
+            parts.append(attack_row(classifier, defense, images[start : start + chunk], labels[start : start + chunk],
+                                    attack=attack, threat=threat, dataset=dataset, settings=settings.get(attack),
+                                    eot_samples=eot_samples, seed=seed, progress=progress))
+            update()
+            bar.update()
+        done[attack, threat] = merge_rows(partial.pop(f"{attack}/{threat}"))
         update()
+    bar.close()
     if sanity and results["sanity"] is None:
         from defense_hgan.sanity import sanity_checks
 
@@ -286,13 +315,18 @@ def evaluate(classifier: nn.Module, defense: Defense, images: torch.Tensor, labe
     return results
 
 
+def _chunks_done(parts: list[dict] | None, n: int) -> str:
+    """' (200 of 500 images done)' for a row with finished chunks, else ''."""
+    return f" ({sum(part['n'] for part in parts)} of {n} images done)" if parts else ""
+
+
 def _sanity_settings(dataset: str, settings: dict) -> dict:
     """What the sanity checks' results depend on beyond the run's identity: PGD's and FGSM's settings."""
     return {attack: attack_settings(attack, dataset, **settings.get(attack, {})) for attack in ("pgd", "fgsm")}
 
 
 # What grows as an evaluation runs; everything else in the results is the run's identity.
-PROGRESS_KEYS = ("attacks", "threats", "pending", "rows", "sanity", "seconds")
+PROGRESS_KEYS = ("attacks", "threats", "pending", "partial", "rows", "sanity", "seconds")
 
 
 def _check_same_run(stored: dict, results: dict, out) -> None:
@@ -329,6 +363,12 @@ def correct(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor, p
     hits = [classifier(images[i : i + batch_size].to(device)).argmax(1).cpu() == labels[i : i + batch_size].cpu()
             for i in range(0, len(images), batch_size)]
     return torch.cat(hits)
+
+
+def accuracy(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor, purify: nn.Module | None = None) -> float:
+    """The fraction of ``images`` classified right (through ``purify`` when given), exactly as rows count it."""
+    hits = correct(classifier, images, labels, purify)
+    return int(hits.sum()) / len(hits)
 
 
 def _classes(classifier: nn.Module, images: torch.Tensor) -> int:

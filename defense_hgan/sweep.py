@@ -80,7 +80,7 @@ def run_sweep(classifier: nn.Module, generators: list[SweepGenerator], images: t
     from tqdm.auto import tqdm
 
     from attacks import ATTACKS, attack_settings
-    from defense_hgan.evaluation import THREATS, check_names, correct
+    from defense_hgan.evaluation import THREATS, accuracy, check_names
 
     attack = check_names([attack], ATTACKS, "attack")[0]
     threat = check_names([threat], THREATS, "threat model")[0]
@@ -100,7 +100,7 @@ def run_sweep(classifier: nn.Module, generators: list[SweepGenerator], images: t
     classifier.eval()
     device = next(classifier.parameters()).device
     images, labels = images.to(device), labels.to(device)
-    clean = correct(classifier, images, labels).float().mean().item()
+    clean = accuracy(classifier, images, labels)
     crafted = _oblivious(classifier, images, labels, attack, dataset, settings, seed, progress) \
         if threat == "oblivious" else None
     cell_options = {"attack": attack, "threat": threat, "dataset": dataset, "settings": settings,
@@ -115,7 +115,7 @@ def run_sweep(classifier: nn.Module, generators: list[SweepGenerator], images: t
 def _cell(classifier, generator, L, R, images, labels, clean, crafted, *, attack, threat, dataset, settings,
           eot_samples, seed, **options) -> dict:
     """One cell's results: the clean images projected (timed), then the attacked ones scored."""
-    from defense_hgan.evaluation import attack_row, correct, gan_defense
+    from defense_hgan.evaluation import accuracy, attack_row, gan_defense
     from defense_hgan.projection import project
 
     start = time.perf_counter()
@@ -130,10 +130,10 @@ def _cell(classifier, generator, L, R, images, labels, clean, crafted, *, attack
         attacked = (row["accuracy_undefended"], row["accuracy_defended"])
     else:
         adversarial, undefended = crafted
-        attacked = (undefended, correct(classifier, adversarial, labels, defense.purify).float().mean().item())
+        attacked = (undefended, accuracy(classifier, adversarial, labels, defense.purify))
     return {
         "accuracy_clean_undefended": clean,
-        "accuracy_clean_defended": correct(classifier, projection.images, labels).float().mean().item(),
+        "accuracy_clean_defended": accuracy(classifier, projection.images, labels),
         "accuracy_attacked_undefended": attacked[0],
         "accuracy_attacked_defended": attacked[1],
         "projection_mse": projection.error.mean().item(),
@@ -145,12 +145,12 @@ def _cell(classifier, generator, L, R, images, labels, clean, crafted, *, attack
 def _oblivious(classifier, images, labels, attack, dataset, settings, seed, progress) -> tuple[torch.Tensor, float]:
     """The oblivious attack's adversarial images (crafted against the bare classifier) and its bare accuracy."""
     from defense_hgan.devices import seed_everything
-    from defense_hgan.evaluation import correct, craft
+    from defense_hgan.evaluation import accuracy, craft
 
     seed_everything(seed)  # as attack_row does, so the images match an evaluation's
     adversarial = craft(classifier, None, images, labels, attack=attack, threat="oblivious", dataset=dataset,
                         settings=settings, progress=progress)
-    return adversarial, correct(classifier, adversarial, labels).float().mean().item()
+    return adversarial, accuracy(classifier, adversarial, labels)
 
 
 def read_sweep(path: str | os.PathLike) -> list[dict]:

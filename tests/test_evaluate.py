@@ -19,7 +19,7 @@ from tests.test_projection import TinyGenerator
 PROJECTION = {"L": 3, "R": 2}
 FAST = {"pgd": {"max_iter": 5, "eps_step": 0.1}, "cw": {"max_iter": 3}}
 ROW_FIELDS = {"attack", "threat", "settings", "seed", "n", "seconds", "accuracy_undefended", "accuracy_defended",
-              "interval_undefended", "interval_defended"}
+              "interval_undefended", "interval_defended", "correct_undefended", "correct_defended"}
 
 
 @pytest.fixture(scope="module")
@@ -204,6 +204,45 @@ def test_an_interrupted_evaluation_keeps_its_finished_rows_and_resumes(classifie
     resumed = resumable(classifier, defense, tmp_path / "out")
     assert defense.purify.calls == 3 and resumed["rows"][:2] == saved["rows"]
     assert without_seconds(resumed["rows"]) == without_seconds(full["rows"]) and resumed["pending"] == []
+
+
+def test_a_row_in_chunks_merges_their_counts_and_resumes_mid_row(classifier, tmp_path):
+    images, labels = blobs(1)  # 10 images: chunks of 4, 4 and 2
+    defense = gan_defense(TinyGenerator(), **PROJECTION)
+    full = resumable(classifier, defense, tmp_path / "full", attacks="pgd", threats="bpda", chunk=4)
+    pgd = full["rows"][1]
+    pieces = [attack_row(classifier, defense, images[i : i + 4], labels[i : i + 4], attack="pgd", threat="bpda",
+                         dataset="mnist", settings=FAST["pgd"], seed=3) for i in (0, 4, 8)]
+    for which in ("undefended", "defended"):
+        hits = sum(piece[f"correct_{which}"] for piece in pieces)
+        assert pgd[f"correct_{which}"] == hits and pgd[f"accuracy_{which}"] == hits / 10
+        assert pgd[f"interval_{which}"] == list(wilson_interval(hits, 10))
+    assert pgd["n"] == 10 and full["chunk"] == 4 and full["partial"] == {}
+
+    class Interrupt(nn.Module):  # Ctrl-C while scoring pgd's third chunk (after none's 3 chunks, pgd's 2)
+        def __init__(self, module):
+            super().__init__()
+            self.module, self.calls = module, 0
+
+        def forward(self, x):
+            self.calls += 1
+            if self.calls == 6:
+                raise KeyboardInterrupt
+            return self.module(x)
+
+    with pytest.raises(KeyboardInterrupt):
+        resumable(classifier, Defense(Interrupt(defense.purify), defense.attacked, defense.description),
+                  tmp_path / "out", attacks="pgd", threats="bpda", chunk=4)
+    saved = read_results(tmp_path / "out")
+    assert [part["n"] for part in saved["partial"]["pgd/bpda"]] == [4, 4]
+    assert saved["pending"] == ["pgd/bpda (8 of 10 images done)"]
+    assert "still to run pgd/bpda (8 of 10 images done)" in (tmp_path / "out/results.md").read_text()
+    defense = counted(defense)
+    resumed = resumable(classifier, defense, tmp_path / "out", attacks="pgd", threats="bpda", chunk=4)
+    assert defense.purify.calls == 1  # only the last chunk
+    assert without_seconds(resumed["rows"]) == without_seconds(full["rows"]) and resumed["partial"] == {}
+    with pytest.raises(ValueError, match="chunk 4.*has 5"):
+        resumable(classifier, defense, tmp_path / "out", attacks="pgd", threats="bpda", chunk=5)
 
 
 @pytest.mark.parametrize("change, message", [

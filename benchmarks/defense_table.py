@@ -1,0 +1,120 @@
+"""HGAN Tables 8 and 9 from our evaluations, beside the paper's numbers.
+
+Reads every ``benchmarks/results/table8/DATASET-MODEL/THREAT/results.json``
+(written by ``mnist_table8.sh``, or ``evaluate`` with such an --out) and
+writes ``benchmarks/results/defense_tables.md``: per dataset, one row per
+defense and threat model with the defended accuracy [95% Wilson interval] for
+no attack, FGSM, PGD and CW-L2, the undefended classifier's row, and the
+paper's rows. Incomplete evaluations are shown with what they have, marked.
+
+    python benchmarks/defense_table.py
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import NamedTuple
+
+from measure import markdown_table, write_report
+
+RESULTS = Path(__file__).resolve().parent / "results"
+COLUMNS = ("none", "fgsm", "pgd", "cw")
+HEADER = ["defense", "threat", "images", "no attack", "FGSM", "PGD", "CW-L2"]
+NAMES = {"wgan-gp": "Defense-GAN", "hgan": "Defense-HGAN"}  # the papers' names; others: Defense-MODEL
+# HGAN paper (Tables 8 and 9, L = 200, R = 10): the "no attack" column, then FGSM eps 0.3, PGD, CW-L2.
+# The paper gives no subset size, threat model beyond Defense-GAN's white-box setting, or PGD / CW settings.
+PAPER = {
+    "mnist": {"Defense-GAN": (0.989, 0.961, 0.956, 0.945), "Defense-HGAN": (0.991, 0.974, 0.969, 0.965)},
+    "cifar10": {"Defense-GAN": (0.763, 0.684, 0.671, 0.646), "Defense-HGAN": (0.794, 0.741, 0.738, 0.731)},
+}
+TITLES = {"mnist": "MNIST (HGAN Table 8)", "cifar10": "CIFAR-10 (HGAN Table 9)"}
+
+
+class Run(NamedTuple):
+    """One evaluation: ``model`` and ``threat`` from its folder's names, its results and where they are."""
+
+    model: str
+    threat: str
+    results: dict
+    path: Path
+
+
+def load(root: Path) -> dict[str, list[Run]]:
+    """{dataset: runs} for every results.json under ROOT/DATASET-MODEL/THREAT/."""
+    found: dict[str, list[Run]] = {}
+    for path in sorted(root.glob("*/*/results.json")):
+        dataset, model = path.parent.parent.name.split("-", 1)
+        where = Path(root.name) / path.relative_to(root)  # as the report names it
+        found.setdefault(dataset, []).append(Run(model, path.parent.name, json.loads(path.read_text()), where))
+    return found
+
+
+def dataset_section(dataset: str, runs: list[Run]) -> list[str]:
+    """One dataset's table (the paper's rows, each followed by ours) and notes saying what each of ours ran."""
+    paper = PAPER.get(dataset, {})
+    largest = max(runs, key=lambda run: (run.threat == "oblivious", run.results["subset"]["n"])).results
+    bare = {row["attack"]: row for row in largest["rows"] if row["threat"] in ("none", "oblivious")}
+    rows = [[f"none (classifier `{largest['classifier']}`)", "-", largest["subset"]["n"]]
+            + [_accuracy(bare.get(attack), "undefended") for attack in COLUMNS]]
+    ours = sorted(runs, key=lambda run: (list(paper).index(_name(run.model)) if _name(run.model) in paper
+                                         else len(paper), run.model, run.threat != "oblivious"))
+    for name, numbers in paper.items():
+        rows.append([f"{name} (paper)", "white-box", "?"] + [f"{value:.3f}" for value in numbers])
+        rows += [_our_row(run) for run in ours if _name(run.model) == name]
+    rows += [_our_row(run) for run in ours if _name(run.model) not in paper]  # e.g. ARGAN: no paper row
+    return ([f"## {TITLES.get(dataset, dataset)}\n"] + markdown_table(HEADER, rows)
+            + ["Accuracy [95% Wilson interval] through the defense; the undefended row is the bare classifier "
+               "on the oblivious attacks' images of the largest run. The paper states no subset size or attack "
+               "settings beyond FGSM's eps.\n"]
+            + [_note(run) for run in ours] + [""])
+
+
+def _name(model: str) -> str:
+    return NAMES.get(model, f"Defense-{model.upper()}")
+
+
+def _accuracy(row: dict | None, which: str = "defended") -> str:
+    """'0.990 [0.977, 0.996]': a row's accuracy with its interval, or '-' for a row not run (yet)."""
+    if row is None:
+        return "-"
+    low, high = row[f"interval_{which}"]
+    return f"{row[f'accuracy_{which}']:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def _our_row(run: Run) -> list:
+    by_attack = {row["attack"]: row for row in run.results["rows"] if row["threat"] in ("none", run.threat)}
+    label = f"{_name(run.model)} (ours, {run.model})" + (" **incomplete**" if run.results.get("pending") else "")
+    return [label, run.threat, run.results["subset"]["n"]] + [_accuracy(by_attack.get(attack)) for attack in COLUMNS]
+
+
+def _note(run: Run) -> str:
+    """What one of our rows ran: generator, projection, attacker, seed, time, attack settings, results file."""
+    d, results = run.results["defense"], run.results
+    described = "; ".join(f"{row['attack']}: " + ", ".join(
+        f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row["settings"].items()
+        if k not in ("batch_size", "verbose", "attacker_L", "attacker_R")) for row in results["rows"] if row["attack"] != "none")
+    attacker = f", attacker's projection L={d['attacker_L']}, R={d['attacker_R']}" if run.threat != "oblivious" else ""
+    return (f"- {_name(run.model)} (ours, {run.model}), {run.threat}: generator `{results.get('generator')}`, "
+            f"L={d['L']}, R={d['R']}, seed {results['seed']}{attacker}, {results['seconds'] / 60:.0f} min "
+            f"of compute; {described}. Full results: `{run.path.with_suffix('.md')}`.")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=Path, default=RESULTS / "table8")
+    parser.add_argument("--out", type=Path, default=RESULTS / "defense_tables.md")
+    args = parser.parse_args(argv)
+    found = load(args.root)
+    if not found:
+        raise SystemExit(f"no results.json under {args.root}/DATASET-MODEL/THREAT/; run mnist_table8.sh first")
+    lines = ["# Defense-GAN with our generators against the HGAN paper's Tables 8 and 9\n",
+             "Made by `benchmarks/defense_table.py` from the evaluations under "
+             f"`benchmarks/results/{args.root.name}/` (commands: `benchmarks/mnist_table8.sh`).\n"]
+    for dataset, runs in found.items():
+        lines += dataset_section(dataset, runs)
+    write_report("\n".join(lines), args.out)
+
+
+if __name__ == "__main__":
+    main()

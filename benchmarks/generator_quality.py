@@ -12,14 +12,19 @@ beside the checkpoint. Columns:
   projection MSE  mean per-pixel MSE of the first --n-project test images projected
                with Defense-GAN's defaults at L, R (what the defense feeds the classifier)
 
+A generator already in the JSON with the same checkpoint bytes and settings is
+not measured again, so adding a model reruns only that model.
+
 Reproduce (writes benchmarks/results/generator_quality_mnist.md):
 
     python benchmarks/generator_quality.py --classifier zoo/mnist-a/classifier.pt --data-root data \\
-        zoo/mnist-dcgan/generator.pt zoo/mnist-wgan-gp/generator.pt zoo/mnist-autogan/generator.pt zoo/mnist-hgan/generator.pt
+        zoo/mnist-dcgan/generator.pt zoo/mnist-wgan-gp/generator.pt zoo/mnist-autogan/generator.pt zoo/mnist-hgan/generator.pt \\
+        zoo/mnist-s-argan/generator.pt zoo/mnist-c-argan/generator.pt zoo/mnist-pargan/generator.pt --n-project 100
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 from pathlib import Path
 
@@ -39,15 +44,27 @@ def training_budget(generator_path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def measured_before(previous: dict, path: Path, digest: str, args) -> dict | None:
+    """The earlier result for this very checkpoint (same bytes) under the same settings, if the JSON holds one."""
+    entry = previous.get(str(path), {})
+    same = {"sha256": digest, "classifier": args.classifier, "n_samples": args.n_samples,
+            "n_project": args.n_project, "L": args.L, "R": args.R, "seed": args.seed}
+    return entry if entry and all(entry.get(key) == value for key, value in same.items()) else None
+
+
 def run(args) -> str:
     device = torch.device(args.device)
     classifier = load_classifier(args.classifier, device)
     test_images, _ = load_dataset(args.dataset, train=False, root=args.data_root)
+    previous = json.loads(args.json_out.read_text()) if args.json_out.exists() else {}
     rows, results = [], {}
     for path in map(Path, args.generators):
         model = load_checkpoint(path, "generator")["config"]["model"]
-        result = generator_metrics(load_generator(path, device), classifier, test_images, n_samples=args.n_samples,
-                                   n_project=args.n_project, L=args.L, R=args.R, seed=args.seed)
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        result = measured_before(previous, path, digest, args) or {
+            "sha256": digest, "classifier": args.classifier,
+            **generator_metrics(load_generator(path, device), classifier, test_images, n_samples=args.n_samples,
+                                n_project=args.n_project, L=args.L, R=args.R, seed=args.seed)}
         budget = training_budget(path)
         teacher = budget.get("final_losses", {}).get("teacher")
         minutes = f"{budget['seconds'] / 60:.0f}" if "seconds" in budget else "?"
@@ -56,7 +73,7 @@ def run(args) -> str:
         rows.append([model, budget.get("steps", "?"), budget.get("config", {}).get("batch_size", "?"), minutes,
                      f"{result['mode_kl']:.4f}", f"{result['mode_chi_square']:.1f}", f"{result['classifier_fd']:.2f}",
                      f"{result['projection_mse']:.5f}", "-" if teacher is None else f"{teacher:.3f}"])
-        results[str(path)] = {"model": model, "training": budget, **result}
+        results[str(path)] = {**result, "model": model, "training": budget}
         print(rows[-1], flush=True)
     lines = [
         f"# Generator quality on {args.dataset}\n",

@@ -1,7 +1,7 @@
 """HGAN Tables 8 and 9 from our evaluations, beside the paper's numbers.
 
-Reads every ``benchmarks/results/table8/DATASET-MODEL/THREAT/results.json``
-(written by ``mnist_table8.sh``, or ``evaluate`` with such an --out) and
+Reads every ``benchmarks/results/paper_tables/DATASET-MODEL/THREAT/results.json``
+(written by ``paper_tables.sh``, or ``evaluate`` with such an --out) and
 writes ``benchmarks/results/defense_tables.md``: per dataset, one row per
 defense and threat model with the defended accuracy [95% Wilson interval] for
 no attack, FGSM, PGD and CW-L2, the undefended classifier's row, and the
@@ -102,15 +102,15 @@ def _note(run: Run) -> str:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", type=Path, default=RESULTS / "table8")
+    parser.add_argument("--root", type=Path, default=RESULTS / "paper_tables")
     parser.add_argument("--out", type=Path, default=RESULTS / "defense_tables.md")
     args = parser.parse_args(argv)
     found = load(args.root)
     if not found:
-        raise SystemExit(f"no results.json under {args.root}/DATASET-MODEL/THREAT/; run mnist_table8.sh first")
+        raise SystemExit(f"no results.json under {args.root}/DATASET-MODEL/THREAT/; run paper_tables.sh first")
     lines = ["# Defense-GAN with our generators against the HGAN paper's Tables 8 and 9\n",
              "Made by `benchmarks/defense_table.py` from the evaluations under "
-             f"`benchmarks/results/{args.root.name}/` (commands: `benchmarks/mnist_table8.sh`).\n"]
+             f"`benchmarks/results/{args.root.name}/` (commands: `benchmarks/paper_tables.sh`).\n"]
     for dataset, runs in found.items():
         lines += dataset_section(dataset, runs)
     write_report("\n".join(lines), args.out)

@@ -1,0 +1,27 @@
+#!/bin/bash
+# HGAN Tables 8 (MNIST) and 9 (CIFAR-10): Defense-GAN (L=200, R=10) with one zoo generator, under one threat model.
+#
+#   bash benchmarks/paper_tables.sh DATASET MODEL THREAT
+#     DATASET: mnist (classifier zoo/mnist-a) or cifar10 (zoo/cifar10-fast); MODEL: wgan-gp, hgan, ... (zoo/DATASET-MODEL)
+#     THREAT: oblivious or bpda
+#
+# oblivious: the first 500 MNIST or 200 CIFAR-10 test images. bpda: the first 100; the attacker's gradients come from
+# a cheaper projection (L=50, R=2; scored with L=200, R=10) and CW runs 20 iterations (ART's line search costs several
+# projections per iteration). Results go to benchmarks/results/paper_tables/DATASET-MODEL/THREAT/; rerun the same
+# command to resume an interrupted run. Then `python benchmarks/defense_table.py` writes the tables.
+set -euo pipefail
+dataset=$1 model=$2 threat=$3
+case $dataset in
+  mnist) classifier=zoo/mnist-a/classifier.pt oblivious_n=500 ;;
+  cifar10) classifier=zoo/cifar10-fast/classifier.pt oblivious_n=200 ;;
+  *) echo "DATASET must be mnist or cifar10, got $dataset" >&2; exit 2 ;;
+esac
+common=("$classifier" "zoo/$dataset-$model/generator.pt" --dataset "$dataset" --attacks fgsm,pgd,cw
+        --threat "$threat" --L 200 --R 10 --seed 0 --device "${DEVICE:-auto}" --data-root "${DATA_ROOT:-data}"
+        --out "benchmarks/results/paper_tables/$dataset-$model/$threat")
+case $threat in
+  oblivious) python -m defense_hgan evaluate "${common[@]}" --n "$oblivious_n" ;;
+  bpda) python -m defense_hgan evaluate "${common[@]}" --n 100 --attacker-L 50 --attacker-R 2 \
+          --settings "{cw: {max_iter: 20}}" ;;
+  *) echo "THREAT must be oblivious or bpda, got $threat" >&2; exit 2 ;;
+esac

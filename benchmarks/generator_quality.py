@@ -12,8 +12,9 @@ beside the checkpoint. Columns:
   projection MSE  mean per-pixel MSE of the first --n-project test images projected
                with Defense-GAN's defaults at L, R (what the defense feeds the classifier)
 
-A generator already in the JSON with the same checkpoint bytes and settings is
-not measured again, so adding a model reruns only that model.
+The JSON is saved after each generator, and a generator already in it with the
+same checkpoint bytes and settings is not measured again, so an interrupted
+run resumes and adding a model reruns only that model.
 
 Reproduce (writes benchmarks/results/generator_quality_mnist.md):
 
@@ -57,7 +58,7 @@ def run(args) -> str:
     classifier = load_classifier(args.classifier, device)
     test_images, _ = load_dataset(args.dataset, train=False, root=args.data_root)
     previous = json.loads(args.json_out.read_text()) if args.json_out.exists() else {}
-    rows, results = [], {}
+    rows = []
     for path in map(Path, args.generators):
         model = load_checkpoint(path, "generator")["config"]["model"]
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -73,7 +74,8 @@ def run(args) -> str:
         rows.append([model, budget.get("steps", "?"), budget.get("config", {}).get("batch_size", "?"), minutes,
                      f"{result['mode_kl']:.4f}", f"{result['mode_chi_square']:.1f}", f"{result['classifier_fd']:.2f}",
                      f"{result['projection_mse']:.5f}", "-" if teacher is None else f"{teacher:.3f}"])
-        results[str(path)] = {**result, "model": model, "training": budget}
+        previous[str(path)] = {**result, "model": model, "training": budget}
+        args.json_out.write_text(json.dumps(previous, indent=2) + "\n")  # after each generator: nothing is lost
         print(rows[-1], flush=True)
     lines = [
         f"# Generator quality on {args.dataset}\n",
@@ -87,7 +89,6 @@ def run(args) -> str:
         "updates per generator update); training minutes are the last run's wall time, as its metrics.json "
         "records it, whatever else shared the machine.\n",
     ]
-    args.json_out.write_text(json.dumps(results, indent=2) + "\n")
     return "\n".join(lines)
 
 

@@ -13,15 +13,14 @@ projection carries the perturbation through, the last number rises with L.
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
 
-from defense_hgan import load_classifier, load_dataset, load_generator, project
-from defense_hgan.checkpoints import load_checkpoint
+from defense_hgan import load_classifier, load_dataset, project
 from defense_hgan.evaluation import craft
-from measure import machine, markdown_table, timed, write_report
+from defense_hgan.sweep import generator_from_checkpoint, parse_grid
+from measure import generator_parser, machine, markdown_table, timed, write_report
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -41,8 +40,7 @@ def run(args) -> str:
     fooled = fooled_to != labels
     rows = []
     for path in args.generators:
-        generator = load_generator(path, device)
-        model = load_checkpoint(path, "generator")["config"]["model"]
+        _, model, generator = generator_from_checkpoint(path, device)
         for L in args.L:
             result, seconds = timed(lambda: project(generator, adversarial, L=L, R=args.R, seed=args.seed), device)
             defended = predictions(classifier, result.images)
@@ -63,15 +61,10 @@ def run(args) -> str:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("generators", nargs="+", help="generator checkpoints (train-generator's OUT/generator.pt)")
-    parser.add_argument("--classifier", required=True)
-    parser.add_argument("--dataset", default="mnist")
-    parser.add_argument("--data-root")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser = generator_parser(__doc__.splitlines()[0])
     parser.add_argument("--attack", default="fgsm")
     parser.add_argument("--n", type=int, default=100)
-    parser.add_argument("--L", type=lambda text: [int(v) for v in text.split(",")], default=[25, 200])
+    parser.add_argument("--L", type=lambda text: parse_grid(text, "L"), default=[25, 200])
     parser.add_argument("--R", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path)

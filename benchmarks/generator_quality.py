@@ -24,17 +24,17 @@ Reproduce (writes benchmarks/results/generator_quality_mnist.md):
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 from pathlib import Path
 
 import torch
 
-from defense_hgan import load_classifier, load_dataset, load_generator
-from defense_hgan.checkpoints import load_checkpoint
+from defense_hgan import load_classifier, load_dataset
+from defense_hgan.atomic import atomic_write
 from defense_hgan.metrics import generator_metrics
-from measure import machine, markdown_table, write_report
+from defense_hgan.sweep import generator_from_checkpoint
+from measure import generator_parser, machine, markdown_table, write_report
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -60,11 +60,11 @@ def run(args) -> str:
     previous = json.loads(args.json_out.read_text()) if args.json_out.exists() else {}
     rows = []
     for path in map(Path, args.generators):
-        model = load_checkpoint(path, "generator")["config"]["model"]
+        _, model, generator = generator_from_checkpoint(path, device)
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         result = measured_before(previous, path, digest, args) or {
             "sha256": digest, "classifier": args.classifier,
-            **generator_metrics(load_generator(path, device), classifier, test_images, n_samples=args.n_samples,
+            **generator_metrics(generator, classifier, test_images, n_samples=args.n_samples,
                                 n_project=args.n_project, L=args.L, R=args.R, seed=args.seed)}
         budget = training_budget(path)
         teacher = budget.get("final_losses", {}).get("teacher")
@@ -75,7 +75,8 @@ def run(args) -> str:
                      f"{result['mode_kl']:.4f}", f"{result['mode_chi_square']:.1f}", f"{result['classifier_fd']:.2f}",
                      f"{result['projection_mse']:.5f}", "-" if teacher is None else f"{teacher:.3f}"])
         previous[str(path)] = {**result, "model": model, "training": budget}
-        args.json_out.write_text(json.dumps(previous, indent=2) + "\n")  # after each generator: nothing is lost
+        with atomic_write(args.json_out) as f:  # after each generator, whole or not at all: nothing is lost
+            f.write(json.dumps(previous, indent=2) + "\n")
         print(rows[-1], flush=True)
     lines = [
         f"# Generator quality on {args.dataset}\n",
@@ -93,12 +94,7 @@ def run(args) -> str:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("generators", nargs="+", help="generator checkpoints (train-generator's OUT/generator.pt)")
-    parser.add_argument("--classifier", required=True)
-    parser.add_argument("--dataset", default="mnist")
-    parser.add_argument("--data-root")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser = generator_parser(__doc__.splitlines()[0])
     parser.add_argument("--n-samples", type=int, default=10_000)
     parser.add_argument("--n-project", type=int, default=200)
     parser.add_argument("--L", type=int, default=200)

@@ -1,6 +1,8 @@
-"""What every benchmark here shares: a timer that waits for the GPU, and the machine's name."""
+"""What every benchmark here shares: a timer that waits for the GPU, the machine's name, the report writer,
+and the arguments of the benchmarks that score generator checkpoints against a classifier."""
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import time
@@ -41,3 +43,14 @@ def write_report(report: str, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(report)
     print(report)
+
+
+def generator_parser(description: str) -> argparse.ArgumentParser:
+    """A parser with the generator checkpoints, the classifier, the dataset, its root and the device."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("generators", nargs="+", help="generator checkpoints (train-generator's OUT/generator.pt)")
+    parser.add_argument("--classifier", required=True)
+    parser.add_argument("--dataset", default="mnist")
+    parser.add_argument("--data-root")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    return parser

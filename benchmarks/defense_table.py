@@ -5,7 +5,7 @@ Reads every ``benchmarks/results/paper_tables/DATASET-MODEL/THREAT/results.json`
 writes ``benchmarks/results/defense_tables.md``: per dataset, one row per
 defense and threat model with the defended accuracy [95% Wilson interval] for
 no attack, FGSM, PGD and CW-L2, the undefended classifier's row, and the
-paper's rows. Incomplete evaluations are shown with what they have, marked.
+paper's rows; each of our rows' notes gives the sanity checks' verdict where they ran. Incomplete evaluations are shown with what they have, marked.
 
     python benchmarks/defense_table.py
 """
@@ -95,9 +95,22 @@ def _note(run: Run) -> str:
         f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row["settings"].items()
         if k not in ("batch_size", "verbose", "attacker_L", "attacker_R")) for row in results["rows"] if row["attack"] != "none")
     attacker = f", attacker's projection L={d['attacker_L']}, R={d['attacker_R']}" if run.threat != "oblivious" else ""
+    pending = f" Still to run: {', '.join(results['pending'])}." if results.get("pending") else ""
     return (f"- {_name(run.model)} (ours, {run.model}), {run.threat}: generator `{results.get('generator')}`, "
             f"L={d['L']}, R={d['R']}, seed {results['seed']}{attacker}, {results['seconds'] / 60:.0f} min "
-            f"of compute; {described}. Full results: `{run.path.with_suffix('.md')}`.")
+            f"of compute{'; ' + described if described else ''}.{_sanity(results)}{pending} "
+            f"Full results: `{run.path.with_suffix('.md')}`.")
+
+
+def _sanity(results: dict) -> str:
+    """' Sanity checks (...): passed.' or which failed, from a run that ran them, else ''."""
+    sanity = results.get("sanity")
+    if not sanity:
+        return ""
+    failed = [check["name"] for check in sanity["checks"] if not check["passed"]]
+    verdict = "all passed" if not failed else "**FAILED**: " + ", ".join(failed)
+    details = "; ".join(check["detail"] for check in sanity["checks"])
+    return f" Sanity checks (Carlini et al. 2019; {sanity['attack']} under {sanity['threat']}): {verdict} ({details})."
 
 
 def main(argv=None) -> None:

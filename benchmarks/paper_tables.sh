@@ -7,8 +7,10 @@
 #
 # oblivious: the first 500 MNIST or 200 CIFAR-10 test images. bpda: the first 100; the attacker's gradients come from
 # a cheaper projection (L=50, R=2; scored with L=200, R=10) and CW runs 20 iterations (ART's line search costs several
-# projections per iteration). Results go to benchmarks/results/paper_tables/DATASET-MODEL/THREAT/; rerun the same
-# command to resume an interrupted run. Then `python benchmarks/defense_table.py` writes the tables.
+# projections per iteration), followed by Carlini et al.'s sanity checks (PGD under BPDA at 1/4 to 2x eps, at eps 1,
+# and with twice the iterations, on the same images). Results go to
+# benchmarks/results/paper_tables/DATASET-MODEL/THREAT/; rerun the same command to resume an interrupted run. Then
+# `python benchmarks/defense_table.py` writes the tables.
 set -euo pipefail
 dataset=$1 model=$2 threat=$3
 case $dataset in
@@ -22,6 +24,6 @@ common=("$classifier" "zoo/$dataset-$model/generator.pt" --dataset "$dataset" --
 case $threat in
   oblivious) python -m defense_hgan evaluate "${common[@]}" --n "$oblivious_n" ;;
   bpda) python -m defense_hgan evaluate "${common[@]}" --n 100 --attacker-L 50 --attacker-R 2 \
-          --settings "{cw: {max_iter: 20}}" ;;
+          --settings "{cw: {max_iter: 20}}" --sanity ;;
   *) echo "THREAT must be oblivious or bpda, got $threat" >&2; exit 2 ;;
 esac

@@ -25,7 +25,9 @@ on its own (reseeded, as a row is) and the row merges their counts. With
 ``out``, ``evaluate`` rewrites OUT/results.json and OUT/results.md
 (atomically) after every finished chunk, and a rerun into the same OUT skips the
 chunks, rows (and sanity checks) already there, so an interrupted evaluation
-loses at most one chunk's work and attacks or threat models can be added later. It always
+loses at most one chunk's work and attacks or threat models can be added later.
+The sanity checks reuse the evaluation's rows where their settings match, and
+save each of their own measurements (a row on all n images) as it finishes. It always
 resumes, as ``sweep`` does; results of other settings (anything in the results
 but the rows, the sanity checks and the progress fields) are refused.
 """
@@ -268,7 +270,7 @@ def evaluate(classifier: nn.Module, defense: Defense, images: torch.Tensor, labe
     all_threats = [t for t in dict.fromkeys(list(earlier.get("threats", [])) + [t for _, t in done] + threats)
                    if t in threats or (t != "none" and any(key[1] == t for key in done))]
     results.update({"attacks": all_attacks, "threats": all_threats, "pending": [], "partial": partial, "rows": [],
-                    "sanity": previous_sanity, "seconds": 0.0})
+                    "sanity": previous_sanity, "sanity_rows": list(earlier.get("sanity_rows", [])), "seconds": 0.0})
     runs = [("none", "none")] + [(a, t) for a in all_attacks for t in all_threats]
     wanted = [("none", "none")] + [(a, t) for a in attacks for t in threats]
     todo = [run for run in wanted if run not in done]
@@ -281,7 +283,7 @@ def evaluate(classifier: nn.Module, defense: Defense, images: torch.Tensor, labe
             results["pending"].append("sanity")
         results["seconds"] = round(sum(row["seconds"] for row in results["rows"])
                                    + sum(part["seconds"] for parts in partial.values() for part in parts)
-                                   + (results["sanity"] or {}).get("seconds", 0.0), 2)
+                                   + sum(row["seconds"] for row in results["sanity_rows"]), 2)
         if out is not None:
             write_results(results, out)
 
@@ -307,10 +309,22 @@ def evaluate(classifier: nn.Module, defense: Defense, images: torch.Tensor, labe
     if sanity and results["sanity"] is None:
         from defense_hgan.sanity import sanity_checks
 
-        start = time.perf_counter()
+        def measure(attack: str, threat: str, overrides: dict) -> dict:
+            """A row of the evaluation or of earlier sanity checks with these settings, else a new, saved one."""
+            used = _plain(row_settings(attack, threat, dataset, overrides, eot_samples, defense))
+            for row in list(done.values()) + results["sanity_rows"]:
+                if (row["attack"], row["threat"]) == (attack, threat) and _plain(row["settings"]) == used:
+                    return row
+            row = attack_row(classifier, defense, images, labels, attack=attack, threat=threat, dataset=dataset,
+                             settings=overrides, eot_samples=eot_samples, seed=seed, progress=progress)
+            results["sanity_rows"].append(row)
+            update()
+            return row
+
         checks = sanity_checks(classifier, defense, images, labels, dataset=dataset, settings=settings,
-                               eot_samples=eot_samples, seed=seed, progress=progress)
-        results["sanity"] = {**checks, "settings": sanity_used, "seconds": round(time.perf_counter() - start, 2)}
+                               eot_samples=eot_samples, seed=seed, progress=progress, measure=measure)
+        results["sanity"] = {**checks, "settings": sanity_used,
+                             "seconds": round(sum(row["seconds"] for row in results["sanity_rows"]), 2)}
         update()
     return results
 
@@ -326,7 +340,7 @@ def _sanity_settings(dataset: str, settings: dict) -> dict:
 
 
 # What grows as an evaluation runs; everything else in the results is the run's identity.
-PROGRESS_KEYS = ("attacks", "threats", "pending", "partial", "rows", "sanity", "seconds")
+PROGRESS_KEYS = ("attacks", "threats", "pending", "partial", "rows", "sanity", "sanity_rows", "seconds")
 
 
 def _check_same_run(stored: dict, results: dict, out) -> None:

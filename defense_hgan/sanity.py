@@ -16,6 +16,9 @@ PGD's step scales with its eps, so every run keeps the source's reach.
 """
 from __future__ import annotations
 
+import json
+from typing import Callable
+
 import torch
 from torch import nn
 
@@ -23,31 +26,39 @@ from attacks import attack_settings
 from defense_hgan.evaluation import Defense, attack_row
 
 EPS_SCALES = (0.25, 0.5, 1.0, 2.0)
+Measure = Callable[[str, str, dict], dict]  # (attack, threat, ART overrides) -> its result row on the images
 
 
 def sanity_checks(classifier: nn.Module, defense: Defense, images: torch.Tensor, labels: torch.Tensor, *,
                   dataset: str, threat: str = "bpda", settings: dict | None = None, eot_samples: int = 5,
-                  seed: int = 0, tolerance: float = 0.02, near_zero: float = 0.1, progress: bool = False) -> dict:
+                  seed: int = 0, tolerance: float = 0.02, near_zero: float = 0.1, progress: bool = False,
+                  measure: Measure | None = None) -> dict:
     """Run the checks; returns {threat, attack, tolerance, near_zero, passed, checks: [{name, passed, detail, values}]}.
 
     ``tolerance`` is the accuracy rise forgiven as noise; ``settings`` maps
-    attack names to overrides, as in ``evaluation.evaluate``.
+    attack names to overrides, as in ``evaluation.evaluate``. ``measure``
+    returns the result row of one attack (its ART overrides, the run's merged
+    in) under ``threat`` on these images; by default a fresh ``attack_row``.
+    ``evaluate`` passes one that reuses its rows and saves every new one, so
+    interrupted checks resume.
     """
     settings = settings or {}
     pgd = attack_settings("pgd", dataset, **settings.get("pgd", {}))
+    if measure is None:
+        def measure(attack: str, threat: str, overrides: dict) -> dict:
+            return attack_row(classifier, defense, images, labels, attack=attack, threat=threat, dataset=dataset,
+                              settings=overrides, eot_samples=eot_samples, seed=seed, progress=progress)
     cache: dict = {}
 
     def accuracy(attack: str, **changes) -> float:
-        key = (attack, tuple(sorted(changes.items())))
+        chosen = {**settings.get(attack, {}), **changes}
+        key = (attack, json.dumps(attack_settings(attack, dataset, **chosen), sort_keys=True))
         if key not in cache:
-            chosen = {**settings.get(attack, {}), **changes}
-            cache[key] = attack_row(classifier, defense, images, labels, attack=attack, threat=threat,
-                                    dataset=dataset, settings=chosen, eot_samples=eot_samples, seed=seed,
-                                    progress=progress)["accuracy_defended"]
+            cache[key] = measure(attack, threat, chosen)["accuracy_defended"]
         return cache[key]
 
     def pgd_at(eps: float, iterations: int = pgd["max_iter"]) -> float:
-        return accuracy("pgd", eps=eps, eps_step=pgd["eps_step"] * eps / pgd["eps"], max_iter=iterations)
+        return accuracy("pgd", eps=eps, eps_step=pgd["eps_step"] * (eps / pgd["eps"]), max_iter=iterations)
 
     grid = [min(1.0, scale * pgd["eps"]) for scale in EPS_SCALES]
     curve = [pgd_at(eps) for eps in grid]

@@ -323,6 +323,26 @@ def test_stored_sanity_checks_are_not_recomputed(classifier, tmp_path):
                  **{**options, "settings": {**FAST, "fgsm": {"eps": 0.2}}})
 
 
+def test_sanity_checks_reuse_the_evaluations_rows_and_resume_their_own(classifier, tmp_path):
+    images, labels = blobs(1)
+    options = {"dataset": "mnist", "attacks": "fgsm,pgd", "threats": "bpda", "settings": FAST, "progress": False,
+               "out": tmp_path}
+    first = evaluate(classifier, no_defense(), images, labels, sanity=True, **options)
+    measured = [(row["attack"], row["settings"]["eps"], row["settings"]["max_iter"]) for row in first["sanity_rows"]]
+    # PGD at eps 0.3 with 5 iterations and FGSM at 0.3 are the evaluation's own rows: not run again
+    assert measured == [("pgd", 0.075, 5), ("pgd", 0.15, 5), ("pgd", 0.6, 5), ("pgd", 1.0, 5), ("pgd", 0.3, 10)]
+    assert first["sanity"]["seconds"] == pytest.approx(sum(row["seconds"] for row in first["sanity_rows"]), abs=0.01)
+    interrupted = {**first, "sanity": None, "sanity_rows": first["sanity_rows"][:2], "pending": ["sanity"]}
+    write_results(interrupted, tmp_path)
+    defense = counted(no_defense())
+    resumed = evaluate(classifier, defense, images, labels, sanity=True, **options)
+    assert defense.purify.calls == 3  # one score per measurement left
+    assert resumed["sanity_rows"][:2] == first["sanity_rows"][:2]
+    assert without_seconds(resumed["sanity_rows"]) == without_seconds(first["sanity_rows"])
+    assert {k: v for k, v in resumed["sanity"].items() if k != "seconds"} == \
+        {k: v for k, v in first["sanity"].items() if k != "seconds"}
+
+
 def test_unknown_attacks_and_threats_name_the_choices(classifier):
     images, labels = blobs(1)
     with pytest.raises(ValueError, match=r"unknown threat model \['blackbox'\].*'oblivious', 'bpda', 'bpda-eot'"):

@@ -7,12 +7,16 @@ defense and threat model with the defended accuracy [95% Wilson interval] for
 no attack, FGSM, PGD and CW-L2, the undefended classifier's row, and the
 paper's rows; each of our rows' notes gives the sanity checks' verdict where they ran. Incomplete evaluations are shown with what they have, marked.
 
-    python benchmarks/defense_table.py
+    python benchmarks/defense_table.py [--readme README.md]
+
+With ``--readme``, each dataset's table also replaces the block between
+``<!-- defense_table: DATASET -->`` and ``<!-- /defense_table -->`` there.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 from typing import NamedTuple
 
@@ -52,22 +56,45 @@ def load(root: Path) -> dict[str, list[Run]]:
 
 def dataset_section(dataset: str, runs: list[Run]) -> list[str]:
     """One dataset's table (the paper's rows, each followed by ours) and notes saying what each of ours ran."""
+    return ([f"## {TITLES.get(dataset, dataset)}\n"] + dataset_table(dataset, runs)
+            + ["Accuracy [95% Wilson interval] through the defense; the undefended row is the bare classifier "
+               "on the oblivious attacks' images of the largest run. The paper states no subset size or attack "
+               "settings beyond FGSM's eps.\n"]
+            + [_note(run) for run in _ours(dataset, runs)] + [""])
+
+
+def dataset_table(dataset: str, runs: list[Run]) -> list[str]:
+    """The table's Markdown lines: the undefended classifier, then the paper's rows, each followed by ours."""
     paper = PAPER.get(dataset, {})
     largest = max(runs, key=lambda run: (run.threat == "oblivious", run.results["subset"]["n"])).results
     bare = {row["attack"]: row for row in largest["rows"] if row["threat"] in ("none", "oblivious")}
     rows = [[f"none (classifier `{largest['classifier']}`)", "-", largest["subset"]["n"]]
             + [_accuracy(bare.get(attack), "undefended") for attack in COLUMNS]]
-    ours = sorted(runs, key=lambda run: (list(paper).index(_name(run.model)) if _name(run.model) in paper
-                                         else len(paper), run.model, run.threat != "oblivious"))
+    ours = _ours(dataset, runs)
     for name, numbers in paper.items():
         rows.append([f"{name} (paper)", "white-box", "?"] + [f"{value:.3f}" for value in numbers])
         rows += [_our_row(run) for run in ours if _name(run.model) == name]
     rows += [_our_row(run) for run in ours if _name(run.model) not in paper]  # e.g. ARGAN: no paper row
-    return ([f"## {TITLES.get(dataset, dataset)}\n"] + markdown_table(HEADER, rows)
-            + ["Accuracy [95% Wilson interval] through the defense; the undefended row is the bare classifier "
-               "on the oblivious attacks' images of the largest run. The paper states no subset size or attack "
-               "settings beyond FGSM's eps.\n"]
-            + [_note(run) for run in ours] + [""])
+    return markdown_table(HEADER, rows)
+
+
+def _ours(dataset: str, runs: list[Run]) -> list[Run]:
+    """Our runs in table order: by the paper's row they go with, then model, oblivious first."""
+    paper = list(PAPER.get(dataset, {}))
+    return sorted(runs, key=lambda run: (paper.index(_name(run.model)) if _name(run.model) in paper else len(paper),
+                                         run.model, run.threat != "oblivious"))
+
+
+def update_readme(readme: Path, tables: dict[str, list[str]]) -> None:
+    """Replace each ``<!-- defense_table: DATASET -->`` ... ``<!-- /defense_table -->`` block with its table."""
+    text = readme.read_text()
+    for dataset, lines in tables.items():
+        pattern = re.compile(rf"(<!-- defense_table: {re.escape(dataset)} -->\n).*?(<!-- /defense_table -->)", re.S)
+        if not pattern.search(text):
+            raise SystemExit(f"{readme} has no '<!-- defense_table: {dataset} -->' ... '<!-- /defense_table -->' "
+                             f"block to put the {dataset} table in")
+        text = pattern.sub(lambda match: match[1] + "\n".join(lines) + "\n" + match[2], text)
+    readme.write_text(text)
 
 
 def _name(model: str) -> str:
@@ -117,6 +144,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=RESULTS / "paper_tables")
     parser.add_argument("--out", type=Path, default=RESULTS / "defense_tables.md")
+    parser.add_argument("--readme", type=Path, help="also put each dataset's table in this file's marked block")
     args = parser.parse_args(argv)
     found = load(args.root)
     if not found:
@@ -127,6 +155,8 @@ def main(argv=None) -> None:
     for dataset, runs in found.items():
         lines += dataset_section(dataset, runs)
     write_report("\n".join(lines), args.out)
+    if args.readme:
+        update_readme(args.readme, {dataset: dataset_table(dataset, runs) for dataset, runs in found.items()})
 
 
 if __name__ == "__main__":

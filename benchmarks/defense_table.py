@@ -5,7 +5,8 @@ Reads every ``benchmarks/results/paper_tables/DATASET-MODEL/THREAT/results.json`
 writes ``benchmarks/results/defense_tables.md``: per dataset, one row per
 defense and threat model with the defended accuracy [95% Wilson interval] for
 no attack, FGSM, PGD and CW-L2, the undefended classifier's row, and the
-paper's rows; each of our rows' notes gives the sanity checks' verdict where they ran. Incomplete evaluations are shown with what they have, marked.
+paper's rows; each of our rows' notes gives the sanity checks' verdict where
+they ran. Incomplete evaluations are shown with what they have, marked.
 
     python benchmarks/defense_table.py [--readme README.md]
 

@@ -10,7 +10,8 @@
 # projections per iteration), followed by Carlini et al.'s sanity checks (PGD under BPDA at 1/4 to 2x eps, at eps 1,
 # and with twice the iterations, on the same images). Results go to
 # benchmarks/results/paper_tables/DATASET-MODEL/THREAT/; rerun the same command to resume an interrupted run. Then
-# `python benchmarks/defense_table.py` writes the tables.
+# `python benchmarks/defense_table.py` writes the tables. CHUNK=50 halves the images attacked and saved at a time
+# (default 100), for runs whose chunk would outlast a session (WGAN-GP under BPDA: CW costs about 1.3 h per 50 images).
 set -euo pipefail
 dataset=$1 model=$2 threat=$3
 case $dataset in
@@ -20,7 +21,7 @@ case $dataset in
 esac
 common=("$classifier" "zoo/$dataset-$model/generator.pt" --dataset "$dataset" --attacks fgsm,pgd,cw
         --threat "$threat" --L 200 --R 10 --seed 0 --device "${DEVICE:-auto}" --data-root "${DATA_ROOT:-data}"
-        --out "benchmarks/results/paper_tables/$dataset-$model/$threat")
+        --out "benchmarks/results/paper_tables/$dataset-$model/$threat" --chunk "${CHUNK:-100}")
 case $threat in
   oblivious) python -m defense_hgan evaluate "${common[@]}" --n "$oblivious_n" ;;
   bpda) python -m defense_hgan evaluate "${common[@]}" --n 100 --attacker-L 50 --attacker-R 2 \

@@ -27,7 +27,8 @@ on its own (reseeded, as a row is) and the row merges their counts. With
 chunks, rows (and sanity checks) already there, so an interrupted evaluation
 loses at most one chunk's work and attacks or threat models can be added later.
 The sanity checks reuse the evaluation's rows where their settings match, and
-save each of their own measurements (a row on all n images) as it finishes. It always
+measure the rest in chunks saved the same way (``sanity_partial`` until a
+measurement is done, then ``sanity_rows``). It always
 resumes, as ``sweep`` does; results of other settings (anything in the results
 but the rows, the sanity checks and the progress fields) are refused.
 """
@@ -270,7 +271,8 @@ def evaluate(classifier: nn.Module, defense: Defense, images: torch.Tensor, labe
     all_threats = [t for t in dict.fromkeys(list(earlier.get("threats", [])) + [t for _, t in done] + threats)
                    if t in threats or (t != "none" and any(key[1] == t for key in done))]
     results.update({"attacks": all_attacks, "threats": all_threats, "pending": [], "partial": partial, "rows": [],
-                    "sanity": previous_sanity, "sanity_rows": list(earlier.get("sanity_rows", [])), "seconds": 0.0})
+                    "sanity": previous_sanity, "sanity_rows": list(earlier.get("sanity_rows", [])),
+                    "sanity_partial": dict(earlier.get("sanity_partial") or {}), "seconds": 0.0})
     runs = [("none", "none")] + [(a, t) for a in all_attacks for t in all_threats]
     wanted = [("none", "none")] + [(a, t) for a in attacks for t in threats]
     todo = [run for run in wanted if run not in done]
@@ -281,9 +283,10 @@ def evaluate(classifier: nn.Module, defense: Defense, images: torch.Tensor, labe
                               for a, t in todo if (a, t) not in done]
         if sanity and results["sanity"] is None:
             results["pending"].append("sanity")
-        results["seconds"] = round(sum(row["seconds"] for row in results["rows"])
-                                   + sum(part["seconds"] for parts in partial.values() for part in parts)
-                                   + sum(row["seconds"] for row in results["sanity_rows"]), 2)
+        unfinished = [part for chunks in (partial, results["sanity_partial"]) for parts in chunks.values()
+                      for part in parts]
+        timed = results["rows"] + results["sanity_rows"] + unfinished
+        results["seconds"] = round(sum(entry["seconds"] for entry in timed), 2)
         if out is not None:
             write_results(results, out)
 
@@ -295,15 +298,21 @@ def evaluate(classifier: nn.Module, defense: Defense, images: torch.Tensor, labe
     starts = range(0, len(labels), chunk)
     bar = tqdm(total=len(todo) * len(starts) - sum(len(partial.get(f"{a}/{t}", [])) for a, t in todo),
                desc="evaluate", unit="chunk", disable=not progress)
-    for attack, threat in todo:
-        parts = partial.setdefault(f"{attack}/{threat}", [])
+
+    def chunked_row(attack: str, threat: str, overrides: dict | None, parts: list[dict], after_chunk) -> dict:
+        """The row on all images, from the finished chunks in ``parts`` on; each new chunk is appended, then saved."""
         for start in starts[len(parts):]:
             parts.append(attack_row(classifier, defense, images[start : start + chunk], labels[start : start + chunk],
-                                    attack=attack, threat=threat, dataset=dataset, settings=settings.get(attack),
+                                    attack=attack, threat=threat, dataset=dataset, settings=overrides,
                                     eot_samples=eot_samples, seed=seed, progress=progress))
             update()
-            bar.update()
-        done[attack, threat] = merge_rows(partial.pop(f"{attack}/{threat}"))
+            after_chunk()
+        return merge_rows(parts)
+
+    for attack, threat in todo:
+        parts = partial.setdefault(f"{attack}/{threat}", [])
+        done[attack, threat] = chunked_row(attack, threat, settings.get(attack), parts, bar.update)
+        del partial[f"{attack}/{threat}"]
         update()
     bar.close()
     if sanity and results["sanity"] is None:
@@ -315,9 +324,10 @@ def evaluate(classifier: nn.Module, defense: Defense, images: torch.Tensor, labe
             for row in list(done.values()) + results["sanity_rows"]:
                 if (row["attack"], row["threat"]) == (attack, threat) and _plain(row["settings"]) == used:
                     return row
-            row = attack_row(classifier, defense, images, labels, attack=attack, threat=threat, dataset=dataset,
-                             settings=overrides, eot_samples=eot_samples, seed=seed, progress=progress)
+            key = f"{attack}/{threat} {json.dumps(used, sort_keys=True)}"
+            row = chunked_row(attack, threat, overrides, results["sanity_partial"].setdefault(key, []), lambda: None)
             results["sanity_rows"].append(row)
+            del results["sanity_partial"][key]
             update()
             return row
 
@@ -340,7 +350,8 @@ def _sanity_settings(dataset: str, settings: dict) -> dict:
 
 
 # What grows as an evaluation runs; everything else in the results is the run's identity.
-PROGRESS_KEYS = ("attacks", "threats", "pending", "partial", "rows", "sanity", "sanity_rows", "seconds")
+PROGRESS_KEYS = ("attacks", "threats", "pending", "partial", "rows", "sanity", "sanity_rows", "sanity_partial",
+                 "seconds")
 
 
 def _check_same_run(stored: dict, results: dict, out) -> None:

@@ -69,6 +69,24 @@ def counted(defense: Defense) -> Defense:
     return Defense(Counting(defense.purify), Counting(defense.attacked), defense.description)
 
 
+class Interrupting(Counting):
+    """A module that raises KeyboardInterrupt (Ctrl-C) on its ``at``-th call."""
+
+    def __init__(self, module: nn.Module, at: int):
+        super().__init__(module)
+        self.at = at
+
+    def forward(self, x):
+        if self.calls + 1 == self.at:
+            raise KeyboardInterrupt
+        return super().forward(x)
+
+
+def interrupted_at(defense: Defense, scoring: int) -> Defense:
+    """``defense`` interrupted while scoring for the ``scoring``-th time (one purify call per chunk scored)."""
+    return Defense(Interrupting(defense.purify, scoring), defense.attacked, defense.description)
+
+
 def without_seconds(rows):
     return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
 
@@ -179,22 +197,9 @@ def test_an_evaluation_widened_later_computes_only_the_new_rows(classifier, tmp_
 
 def test_an_interrupted_evaluation_keeps_its_finished_rows_and_resumes(classifier, tmp_path):
     full = resumable(classifier, gan_defense(TinyGenerator(), **PROJECTION), tmp_path / "full")
-
-    class Interrupt(nn.Module):  # Ctrl-C in the third row's scoring
-        def __init__(self, module):
-            super().__init__()
-            self.module, self.calls = module, 0
-
-        def forward(self, x):
-            self.calls += 1
-            if self.calls == 3:
-                raise KeyboardInterrupt
-            return self.module(x)
-
     defense = gan_defense(TinyGenerator(), **PROJECTION)
     with pytest.raises(KeyboardInterrupt):
-        resumable(classifier, Defense(Interrupt(defense.purify), defense.attacked, defense.description),
-                  tmp_path / "out")
+        resumable(classifier, interrupted_at(defense, 3), tmp_path / "out")  # Ctrl-C in the third row's scoring
     saved = read_results(tmp_path / "out")
     assert without_seconds(saved["rows"]) == without_seconds(full["rows"][:2])  # the two finished rows
     assert saved["pending"] == ["fgsm/bpda", "pgd/oblivious", "pgd/bpda"] and not list((tmp_path / "out").glob("*.tmp"))
@@ -219,20 +224,8 @@ def test_a_row_in_chunks_merges_their_counts_and_resumes_mid_row(classifier, tmp
         assert pgd[f"interval_{which}"] == list(wilson_interval(hits, 10))
     assert pgd["n"] == 10 and full["chunk"] == 4 and full["partial"] == {}
 
-    class Interrupt(nn.Module):  # Ctrl-C while scoring pgd's third chunk (after none's 3 chunks, pgd's 2)
-        def __init__(self, module):
-            super().__init__()
-            self.module, self.calls = module, 0
-
-        def forward(self, x):
-            self.calls += 1
-            if self.calls == 6:
-                raise KeyboardInterrupt
-            return self.module(x)
-
-    with pytest.raises(KeyboardInterrupt):
-        resumable(classifier, Defense(Interrupt(defense.purify), defense.attacked, defense.description),
-                  tmp_path / "out", attacks="pgd", threats="bpda", chunk=4)
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C while scoring pgd's third chunk (after none's 3 chunks, pgd's 2)
+        resumable(classifier, interrupted_at(defense, 6), tmp_path / "out", attacks="pgd", threats="bpda", chunk=4)
     saved = read_results(tmp_path / "out")
     assert [part["n"] for part in saved["partial"]["pgd/bpda"]] == [4, 4]
     assert saved["pending"] == ["pgd/bpda (8 of 10 images done)"]
@@ -403,3 +396,23 @@ def test_cli_writes_results_and_refuses_bad_names_in_one_line(mnist_root, tmp_pa
     with pytest.raises(SystemExit) as mismatch:
         _cli(monkeypatch, *common, "--dataset", "fashion-mnist", "--out", str(out))
     assert "was trained on mnist, but --dataset is fashion-mnist" in str(mismatch.value.code)
+
+
+def test_sanity_measurements_run_in_chunks_and_resume_mid_measurement(classifier, tmp_path):
+    images, labels = blobs(1)  # 10 images: chunks of 4, 4 and 2
+    options = {"dataset": "mnist", "attacks": "fgsm,pgd", "threats": "bpda", "settings": FAST, "progress": False,
+               "sanity": True, "chunk": 4}
+    full = evaluate(classifier, no_defense(), images, labels, out=tmp_path / "full", **options)
+    assert [row["n"] for row in full["sanity_rows"]] == [10] * 5 and full["sanity_partial"] == {}
+    # none, fgsm and pgd score 3 chunks each; the 11th scoring is the second chunk of the first sanity measurement
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(classifier, interrupted_at(no_defense(), 11), images, labels, out=tmp_path / "out", **options)
+    saved = read_results(tmp_path / "out")
+    assert saved["sanity_rows"] == [] and saved["pending"] == ["sanity"]
+    [parts] = saved["sanity_partial"].values()
+    assert [(part["n"], part["settings"]["eps"]) for part in parts] == [(4, 0.075)]
+    defense = counted(no_defense())
+    resumed = evaluate(classifier, defense, images, labels, out=tmp_path / "out", **options)
+    assert defense.purify.calls == 2 + 4 * 3  # the first measurement's last two chunks, then four more
+    assert resumed["sanity_partial"] == {} and resumed["sanity"]["passed"] == full["sanity"]["passed"]
+    assert without_seconds(resumed["sanity_rows"]) == without_seconds(full["sanity_rows"])

@@ -11,7 +11,7 @@
 # and with twice the iterations, on the same images). Results go to
 # benchmarks/results/paper_tables/DATASET-MODEL/THREAT/; rerun the same command to resume an interrupted run. Then
 # `python benchmarks/defense_table.py` writes the tables. CHUNK=50 halves the images attacked and saved at a time
-# (default 100), for runs whose chunk would outlast a session (WGAN-GP under BPDA: CW costs about 1.3 h per 50 images).
+# (default 100), for runs whose chunk would outlast a session (WGAN-GP BPDA: CW, 40 min per 50 images).
 set -euo pipefail
 dataset=$1 model=$2 threat=$3
 case $dataset in

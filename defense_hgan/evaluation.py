@@ -299,20 +299,23 @@ def evaluate(classifier: nn.Module, defense: Defense, images: torch.Tensor, labe
     bar = tqdm(total=len(todo) * len(starts) - sum(len(partial.get(f"{a}/{t}", [])) for a, t in todo),
                desc="evaluate", unit="chunk", disable=not progress)
 
-    def chunked_row(attack: str, threat: str, overrides: dict | None, parts: list[dict], after_chunk) -> dict:
-        """The row on all images, from the finished chunks in ``parts`` on; each new chunk is appended, then saved."""
+    def chunked_row(attack: str, threat: str, overrides: dict | None, unfinished: dict, key: str,
+                    after_chunk=lambda: None) -> dict:
+        """The row on all images, resumed from its finished chunks in ``unfinished[key]``, which holds each new
+        chunk (saved) until the row is done."""
+        parts = unfinished.setdefault(key, [])
         for start in starts[len(parts):]:
             parts.append(attack_row(classifier, defense, images[start : start + chunk], labels[start : start + chunk],
                                     attack=attack, threat=threat, dataset=dataset, settings=overrides,
                                     eot_samples=eot_samples, seed=seed, progress=progress))
             update()
             after_chunk()
+        del unfinished[key]
         return merge_rows(parts)
 
     for attack, threat in todo:
-        parts = partial.setdefault(f"{attack}/{threat}", [])
-        done[attack, threat] = chunked_row(attack, threat, settings.get(attack), parts, bar.update)
-        del partial[f"{attack}/{threat}"]
+        done[attack, threat] = chunked_row(attack, threat, settings.get(attack), partial, f"{attack}/{threat}",
+                                           bar.update)
         update()
     bar.close()
     if sanity and results["sanity"] is None:
@@ -325,9 +328,8 @@ def evaluate(classifier: nn.Module, defense: Defense, images: torch.Tensor, labe
                 if (row["attack"], row["threat"]) == (attack, threat) and _plain(row["settings"]) == used:
                     return row
             key = f"{attack}/{threat} {json.dumps(used, sort_keys=True)}"
-            row = chunked_row(attack, threat, overrides, results["sanity_partial"].setdefault(key, []), lambda: None)
+            row = chunked_row(attack, threat, overrides, results["sanity_partial"], key)
             results["sanity_rows"].append(row)
-            del results["sanity_partial"][key]
             update()
             return row
 

@@ -265,11 +265,13 @@ def evaluate(classifier: nn.Module, defense: Defense, images: torch.Tensor, labe
     if previous_sanity is not None and _plain(previous_sanity.get("settings")) != _plain(sanity_used):
         raise ValueError(f"{out} holds sanity checks with settings {previous_sanity.get('settings')}, but this "
                          f"run's are {sanity_used}; rerun with the same settings to resume it, or pass another --out")
-    # Earlier rows of attacks or threat models not asked for this time are kept too, in the earlier order.
-    all_attacks = [a for a in dict.fromkeys(list(earlier.get("attacks", [])) + [a for a, _ in done] + attacks)
-                   if a in attacks or (a != "none" and any(key[0] == a for key in done))]
-    all_threats = [t for t in dict.fromkeys(list(earlier.get("threats", [])) + [t for _, t in done] + threats)
-                   if t in threats or (t != "none" and any(key[1] == t for key in done))]
+    # Earlier rows (finished or with finished chunks) of attacks or threat models not asked for this time are kept
+    # too, in the earlier order.
+    kept = set(done) | {tuple(key.split("/")) for key in partial}
+    all_attacks = [a for a in dict.fromkeys(list(earlier.get("attacks", [])) + [a for a, _ in kept] + attacks)
+                   if a in attacks or (a != "none" and any(key[0] == a for key in kept))]
+    all_threats = [t for t in dict.fromkeys(list(earlier.get("threats", [])) + [t for _, t in kept] + threats)
+                   if t in threats or (t != "none" and any(key[1] == t for key in kept))]
     results.update({"attacks": all_attacks, "threats": all_threats, "pending": [], "partial": partial, "rows": [],
                     "sanity": previous_sanity, "sanity_rows": list(earlier.get("sanity_rows", [])),
                     "sanity_partial": dict(earlier.get("sanity_partial") or {}), "seconds": 0.0})
@@ -279,8 +281,8 @@ def evaluate(classifier: nn.Module, defense: Defense, images: torch.Tensor, labe
 
     def update() -> None:
         results["rows"] = [done[run] for run in runs if run in done]
-        results["pending"] = [f"{a}/{t}" + _chunks_done(partial.get(f"{a}/{t}"), len(labels))
-                              for a, t in todo if (a, t) not in done]
+        results["pending"] = [f"{a}/{t}" + _chunks_done(partial.get(f"{a}/{t}"), len(labels)) for a, t in runs
+                              if (a, t) not in done and ((a, t) in todo or f"{a}/{t}" in partial)]
         if sanity and results["sanity"] is None:
             results["pending"].append("sanity")
         unfinished = [part for chunks in (partial, results["sanity_partial"]) for parts in chunks.values()

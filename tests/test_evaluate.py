@@ -238,6 +238,19 @@ def test_a_row_in_chunks_merges_their_counts_and_resumes_mid_row(classifier, tmp
         resumable(classifier, defense, tmp_path / "out", attacks="pgd", threats="bpda", chunk=5)
 
 
+def test_a_narrower_rerun_keeps_an_unfinished_row_listed_and_resumable(classifier, tmp_path):
+    defense = gan_defense(TinyGenerator(), **PROJECTION)
+    options = {"threats": "bpda", "chunk": 4}
+    with pytest.raises(KeyboardInterrupt):  # pgd/bpda stops with 8 of 10 images done, as in the test above
+        resumable(classifier, interrupted_at(defense, 6), tmp_path / "out", attacks="pgd", **options)
+    narrower = resumable(classifier, defense, tmp_path / "out", attacks="fgsm", **options)
+    assert [part["n"] for part in narrower["partial"]["pgd/bpda"]] == [4, 4]
+    assert narrower["attacks"] == ["pgd", "fgsm"] and narrower["pending"] == ["pgd/bpda (8 of 10 images done)"]
+    defense = counted(defense)
+    resumed = resumable(classifier, defense, tmp_path / "out", attacks="pgd,fgsm", **options)
+    assert defense.purify.calls == 1 and resumed["partial"] == {} and resumed["pending"] == []  # only pgd's last chunk
+
+
 @pytest.mark.parametrize("change, message", [
     ({"seed": 4}, "seed 3.*has 4"),
     ({"projection": {"L": 2}}, "defense.L 3.*has 2"),

@@ -265,13 +265,9 @@ def evaluate(classifier: nn.Module, defense: Defense, images: torch.Tensor, labe
     if previous_sanity is not None and _plain(previous_sanity.get("settings")) != _plain(sanity_used):
         raise ValueError(f"{out} holds sanity checks with settings {previous_sanity.get('settings')}, but this "
                          f"run's are {sanity_used}; rerun with the same settings to resume it, or pass another --out")
-    # Earlier rows (finished or with finished chunks) of attacks or threat models not asked for this time are kept
-    # too, in the earlier order.
-    kept = set(done) | {tuple(key.split("/")) for key in partial}
-    all_attacks = [a for a in dict.fromkeys(list(earlier.get("attacks", [])) + [a for a, _ in kept] + attacks)
-                   if a in attacks or (a != "none" and any(key[0] == a for key in kept))]
-    all_threats = [t for t in dict.fromkeys(list(earlier.get("threats", [])) + [t for _, t in kept] + threats)
-                   if t in threats or (t != "none" and any(key[1] == t for key in kept))]
+    kept = [*done, *(tuple(key.split("/")) for key in partial)]  # rows finished or with finished chunks, in order
+    all_attacks = _with_earlier(attacks, earlier.get("attacks", []), [a for a, _ in kept])
+    all_threats = _with_earlier(threats, earlier.get("threats", []), [t for _, t in kept])
     results.update({"attacks": all_attacks, "threats": all_threats, "pending": [], "partial": partial, "rows": [],
                     "sanity": previous_sanity, "sanity_rows": list(earlier.get("sanity_rows", [])),
                     "sanity_partial": dict(earlier.get("sanity_partial") or {}), "seconds": 0.0})
@@ -341,6 +337,13 @@ def evaluate(classifier: nn.Module, defense: Defense, images: torch.Tensor, labe
                              "seconds": round(sum(row["seconds"] for row in results["sanity_rows"]), 2)}
         update()
     return results
+
+
+def _with_earlier(asked: list[str], earlier: list[str], kept: list[str]) -> list[str]:
+    """The names asked for, and the earlier ones not asked for that still have rows (finished or in chunks) to keep,
+    in the earlier order."""
+    return [name for name in dict.fromkeys([*earlier, *kept, *asked])
+            if name in asked or (name != "none" and name in kept)]
 
 
 def _chunks_done(parts: list[dict] | None, n: int) -> str:

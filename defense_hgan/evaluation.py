@@ -28,7 +28,9 @@ chunks, rows (and sanity checks) already there, so an interrupted evaluation
 loses at most one chunk's work and attacks or threat models can be added later.
 The sanity checks reuse the evaluation's rows where their settings match, and
 measure the rest in chunks saved the same way (``sanity_partial`` until a
-measurement is done, then ``sanity_rows``). It always
+measurement is done, then ``sanity_rows``); their verdict is recomputed from
+those rows on every run that asks for it, so a corrected check applies to
+stored results without measuring anything again. It always
 resumes, as ``sweep`` does; results of other settings (anything in the results
 but the rows, the sanity checks and the progress fields) are refused.
 """
@@ -223,7 +225,7 @@ def evaluate(classifier: nn.Module, defense: Defense, images: torch.Tensor, labe
 
     With ``out``, the results are written to OUT after every chunk and resumed
     from there: chunks, rows and sanity checks already in OUT/results.json are
-    kept, not recomputed; a ValueError refuses an OUT holding results of other
+    kept, not remeasured (the sanity verdict is recomputed from its kept rows); a ValueError refuses an OUT holding results of other
     settings. The results then also hold OUT's earlier rows of attacks or threat
     models not asked for this time. ``results["pending"]`` lists what is still
     to run (empty once the evaluation is complete).
@@ -316,7 +318,7 @@ def evaluate(classifier: nn.Module, defense: Defense, images: torch.Tensor, labe
                                            bar.update)
         update()
     bar.close()
-    if sanity and results["sanity"] is None:
+    if sanity:
         from defense_hgan.sanity import sanity_checks
 
         def measure(attack: str, threat: str, overrides: dict) -> dict:

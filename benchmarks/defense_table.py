@@ -6,7 +6,8 @@ writes ``benchmarks/results/defense_tables.md``: per dataset, one row per
 defense and threat model with the defended accuracy [95% Wilson interval] for
 no attack, FGSM, PGD and CW-L2, the undefended classifier's row, and the
 paper's rows; each of our rows' notes gives the sanity checks' verdict where
-they ran. Incomplete evaluations are shown with what they have, marked.
+they ran. Incomplete evaluations are shown with what they have, marked, as
+are rows whose sanity checks failed.
 
     python benchmarks/defense_table.py [--readme README.md]
 
@@ -112,7 +113,9 @@ def _accuracy(row: dict | None, which: str = "defended") -> str:
 
 def _our_row(run: Run) -> list:
     by_attack = {row["attack"]: row for row in run.results["rows"] if row["threat"] in ("none", run.threat)}
-    label = f"{_name(run.model)} (ours, {run.model})" + (" **incomplete**" if run.results.get("pending") else "")
+    sanity = run.results.get("sanity")
+    label = (f"{_name(run.model)} (ours, {run.model})" + (" **incomplete**" if run.results.get("pending") else "")
+             + (" **sanity checks failed**" if sanity and not sanity["passed"] else ""))
     return [label, run.threat, run.results["subset"]["n"]] + [_accuracy(by_attack.get(attack)) for attack in COLUMNS]
 
 

@@ -226,8 +226,9 @@ def evaluate(classifier: nn.Module, defense: Defense, images: torch.Tensor, labe
     With ``out``, the results are written to OUT after every chunk and resumed
     from there: chunks, rows and sanity checks already in OUT/results.json are
     kept, not remeasured (the sanity verdict is recomputed from its kept rows);
-    a ValueError refuses an OUT holding results of other settings. The results then also hold OUT's earlier rows of attacks or threat
-    models not asked for this time. ``results["pending"]`` lists what is still
+    a ValueError refuses an OUT holding results of other settings. The results
+    then also hold OUT's earlier rows of attacks or threat models not asked for
+    this time. ``results["pending"]`` lists what is still
     to run (empty once the evaluation is complete).
     """
     from tqdm.auto import tqdm

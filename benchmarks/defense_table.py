@@ -113,9 +113,8 @@ def _accuracy(row: dict | None, which: str = "defended") -> str:
 
 def _our_row(run: Run) -> list:
     by_attack = {row["attack"]: row for row in run.results["rows"] if row["threat"] in ("none", run.threat)}
-    sanity = run.results.get("sanity")
     label = (f"{_name(run.model)} (ours, {run.model})" + (" **incomplete**" if run.results.get("pending") else "")
-             + (" **sanity checks failed**" if sanity and not sanity["passed"] else ""))
+             + (" **sanity checks failed**" if _failed_checks(run.results) else ""))
     return [label, run.threat, run.results["subset"]["n"]] + [_accuracy(by_attack.get(attack)) for attack in COLUMNS]
 
 
@@ -138,10 +137,16 @@ def _sanity(results: dict) -> str:
     sanity = results.get("sanity")
     if not sanity:
         return ""
-    failed = [check["name"] for check in sanity["checks"] if not check["passed"]]
+    failed = _failed_checks(results)
     verdict = "all passed" if not failed else "**FAILED**: " + ", ".join(failed)
     details = "; ".join(check["detail"] for check in sanity["checks"])
     return f" Sanity checks (Carlini et al. 2019; {sanity['attack']} under {sanity['threat']}): {verdict} ({details})."
+
+
+def _failed_checks(results: dict) -> list[str]:
+    """The names of the sanity checks a run failed; none where they passed or did not run."""
+    sanity = results.get("sanity")
+    return [check["name"] for check in sanity["checks"] if not check["passed"]] if sanity else []
 
 
 def main(argv=None) -> None:

@@ -228,8 +228,8 @@ def evaluate(classifier: nn.Module, defense: Defense, images: torch.Tensor, labe
     kept, not remeasured (the sanity verdict is recomputed from its kept rows);
     a ValueError refuses an OUT holding results of other settings. The results
     then also hold OUT's earlier rows of attacks or threat models not asked for
-    this time. ``results["pending"]`` lists what is still
-    to run (empty once the evaluation is complete).
+    this time. ``results["pending"]`` lists what is still to run (empty once
+    the evaluation is complete).
     """
     from tqdm.auto import tqdm
 

@@ -59,7 +59,7 @@ class _Exploit:
 def test_arbitrary_pickled_code_is_not_executed(tmp_path, capsys):
     path = tmp_path / "evil.pt"
     with open(path, "wb") as f:
-        pickle.dump({"format": "defense-hgan", "kind": "classifier", "payload": _Exploit()}, f)
+        pickle.dump({"format": "defense-hgan", "kind": "classifier", "payload": _Exploit()}, f, protocol=2)
     with pytest.raises(CheckpointError):
         load_classifier(path)
     assert "pickled code ran" not in capsys.readouterr().out

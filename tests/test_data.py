@@ -31,7 +31,7 @@ def test_cifar_pixels_survive_the_round_trip(cifar_root):
     from PIL import Image
 
     images, _ = load_dataset("cifar10", train=True, root=cifar_root)
-    first = np.asarray(Image.open(cifar_root / "cifar10" / "train" / "airplane" / "0000.png"))
+    first = np.array(Image.open(cifar_root / "cifar10" / "train" / "airplane" / "0000.png"))
     assert torch.equal((images[0] * 255).round().to(torch.uint8), torch.from_numpy(first).permute(2, 0, 1))
 
 

@@ -61,6 +61,7 @@ def train_generator(
     resume: bool = False,
     sample_every: int = 500,
     checkpoint_every: int = 500,
+    snapshot_every: int = 0,
     seed: int = 0,
     device: str = "auto",
     bf16: bool = False,
@@ -82,6 +83,7 @@ def train_generator(
         resume: continue the run saved in OUT from its last checkpoint.
         sample_every: write a 64-sample grid to OUT/samples every this many steps.
         checkpoint_every: checkpoint every this many steps (and at the end).
+        snapshot_every: keep the generator at every this many steps in OUT/snapshots/ (0: none), for training curves.
         seed: seed for initialisation, noise and data order.
         device: auto (CUDA when present), cpu or cuda.
         bf16: bfloat16 autocast (about 20x slower on this project's CPU, which lacks native bf16).
@@ -96,7 +98,8 @@ def train_generator(
     teacher = {"nr_filters": teacher_filters, "nr_resnet": teacher_resnet}
     config = GanConfig(
         model=str(model), dataset=dataset, steps=int(steps), batch_size=int(batch_size), out=str(out),
-        sample_every=int(sample_every), checkpoint_every=int(checkpoint_every), seed=int(seed), device=device,
+        sample_every=int(sample_every), checkpoint_every=int(checkpoint_every),
+        snapshot_every=int(snapshot_every), seed=int(seed), device=device,
         bf16=bool(bf16), resume=bool(resume), data_root=data_root, download=bool(download),
         teacher_options={name: int(value) for name, value in teacher.items() if value is not None},
         teacher_loss=teacher_loss,

@@ -10,6 +10,7 @@ OUT holds:
     generator.pt         the generator alone: ``load_generator(OUT / "generator.pt")``
     training_state.pt    every network, optimizer, the step and the RNG states, for --resume
     samples/step_XXXXXX.png  a grid of 64 samples from a fixed z, every sample_every steps
+    snapshots/step_XXXXXX.pt the generator at every snapshot_every steps (0: none), for training curves
     metrics.json         written at the end
 
 A resumed run continues bit for bit where the saved one stopped (on CPU).
@@ -35,6 +36,7 @@ from defense_hgan.generators import Training, build_training
 STATE_KIND = "generator-training"
 GENERATOR_FILE = "generator.pt"
 STATE_FILE = "training_state.pt"
+SNAPSHOTS = "snapshots"
 SAMPLES = 64
 # what a resumed run must share with the saved one; the rest (steps, intervals, device, bf16) may change
 RUN_IDENTITY = ("model", "dataset", "batch_size", "seed", "generator_options", "teacher_options", "teacher_loss")
@@ -49,6 +51,7 @@ class GanConfig:
     out: str = "runs/generator"
     sample_every: int = 500
     checkpoint_every: int = 500
+    snapshot_every: int = 0  # keep a copy of the generator every this many steps; 0 keeps none
     seed: int = 0
     device: str = "auto"
     # bf16 autocast. Off by default: on this project's AMD EPYC (no native bf16) a DCGAN step at batch 64
@@ -101,6 +104,9 @@ def train_generator(config: GanConfig) -> dict:
                        step, out, last_saved)
                 _save(out, config, training, data_order, step)
                 last_saved = step
+            if config.snapshot_every and step % config.snapshot_every == 0:
+                save_generator(generator, out / SNAPSHOTS / f"step_{step:06d}.pt", config.model, config.dataset,
+                               config.generator_options)
     seconds = time.perf_counter() - began
     steps_run = config.steps - start
     metrics = {
@@ -123,6 +129,8 @@ def _check(config: GanConfig) -> None:
     for name in ("steps", "batch_size", "sample_every", "checkpoint_every"):
         if int(getattr(config, name)) < 1:
             raise ValueError(f"{name} must be a positive integer, got {getattr(config, name)!r}")
+    if int(config.snapshot_every) < 0:
+        raise ValueError(f"snapshot_every must be 0 (no snapshots) or a positive integer, got {config.snapshot_every!r}")
 
 
 def _fresh(out: Path) -> int:

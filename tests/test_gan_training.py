@@ -139,3 +139,12 @@ def test_cli_bad_flags_end_in_one_clear_line(flags, message, monkeypatch, mnist_
     with pytest.raises(SystemExit) as exit_:
         _cli(monkeypatch, *flags, "--data-root", mnist_root, "--out", tmp_path / "run")
     assert str(exit_.value.code).startswith(message)
+
+
+def test_snapshots_keep_the_generator_at_every_interval_and_survive_a_resume(mnist_root, tmp_path):
+    out = tmp_path / "run"
+    train_generator(tiny("dcgan", mnist_root, out, steps=2, snapshot_every=2))
+    train_generator(tiny("dcgan", mnist_root, out, steps=4, snapshot_every=2, resume=True))
+    assert sorted(p.name for p in (out / "snapshots").iterdir()) == ["step_000002.pt", "step_000004.pt"]
+    final, last = load_generator(out / "generator.pt"), load_generator(out / "snapshots" / "step_000004.pt")
+    assert all(torch.equal(a, b) for a, b in zip(final.state_dict().values(), last.state_dict().values()))

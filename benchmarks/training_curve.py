@@ -1,0 +1,175 @@
+"""Training curves: a generator's defense and quality at each snapshot of its run.
+
+``train-generator --snapshot-every K`` keeps the generator every K steps in
+RUN/snapshots/step_XXXXXX.pt. ``score`` measures each snapshot on one fixed set,
+the first --n test images:
+
+  accuracy_clean, accuracy_fgsm  defended accuracy (classifier on the projection, L, R, seed) of the clean
+                                 images and of oblivious FGSM images, crafted once against the bare classifier
+  mse_clean, mse_fgsm            their projection MSE (what the projection minimises)
+  mode_kl, classifier_fd         the ``metrics`` command's numbers: --n-samples samples against the test set
+
+One CSV row per snapshot, keyed by its step and sha256, written after each
+one; a rerun scores only what is new, so it can follow a run that is still
+training, and it refuses a CSV made with other settings. ``plot`` draws one
+line per CSV against the training step.
+
+    python benchmarks/training_curve.py score ~/dh-runs/mnist/dcgan --classifier zoo/mnist-a/classifier.pt --data-root data
+    python benchmarks/training_curve.py plot benchmarks/results/training_curves/mnist-*.csv \\
+        --out docs/figures/training-curves-mnist.png
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import re
+import time
+from pathlib import Path
+
+import torch
+
+from defense_hgan import load_classifier, load_dataset, project
+from defense_hgan.atomic import atomic_write
+from defense_hgan.evaluation import accuracy, craft
+from defense_hgan.metrics import generator_metrics
+from defense_hgan.sweep import generator_from_checkpoint
+from measure import machine
+
+RESULTS = Path(__file__).resolve().parent / "results" / "training_curves"
+SNAPSHOT = re.compile(r"step_(\d+)\.pt")
+# the settings every row of one CSV shares; a rerun with others is refused
+SETTINGS = ("model", "dataset", "classifier_sha256", "n", "L", "R", "seed", "attack", "n_samples")
+RESULTS_COLUMNS = ("accuracy_clean", "accuracy_fgsm", "mse_clean", "mse_fgsm", "mode_kl", "classifier_fd", "seconds")
+COLUMNS = ("step", "snapshot_sha256", *SETTINGS, *RESULTS_COLUMNS, "machine")
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def snapshots(run: Path, every: int) -> list[tuple[int, Path]]:
+    """(step, path) of RUN/snapshots/step_XXXXXX.pt at multiples of ``every``, in step order."""
+    found = [(int(match.group(1)), path) for path in (run / "snapshots").glob("step_*.pt")
+             if (match := SNAPSHOT.fullmatch(path.name))]
+    if not found:
+        raise SystemExit(f"{run}/snapshots holds no step_XXXXXX.pt: train with --snapshot-every K")
+    return sorted((step, path) for step, path in found if step % every == 0)
+
+
+def read_rows(out: Path) -> list[dict]:
+    if not out.exists():
+        return []
+    with out.open(newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def write_rows(rows: list[dict], out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(out, newline="") as file:
+        writer = csv.DictWriter(file, COLUMNS)
+        writer.writeheader()
+        writer.writerows(sorted(rows, key=lambda row: int(row["step"])))
+
+
+def check_same_settings(rows: list[dict], settings: dict, out: Path) -> None:
+    for row in rows:
+        changed = [f"{key} {row[key]} -> {settings[key]}" for key in SETTINGS if row[key] != str(settings[key])]
+        if changed:
+            raise SystemExit(f"{out} was scored with other settings ({'; '.join(changed)}); choose another --out")
+
+
+def score_snapshot(generator, classifier, images, labels, adversarial, test_images, args) -> dict:
+    """One row's measurements for one snapshot's generator."""
+    start = time.perf_counter()
+    row = {}
+    for name, batch in (("clean", images), ("fgsm", adversarial)):
+        result = project(generator, batch, L=args.L, R=args.R, seed=args.seed)
+        row[f"accuracy_{name}"] = accuracy(classifier, result.images, labels)
+        row[f"mse_{name}"] = round(float(result.error.mean()), 6)
+    quality = generator_metrics(generator, classifier, test_images, n_samples=args.n_samples, n_project=0,
+                                seed=args.seed, progress=False)
+    row.update(mode_kl=round(quality["mode_kl"], 5), classifier_fd=round(quality["classifier_fd"], 2),
+               seconds=round(time.perf_counter() - start, 1))
+    return row
+
+
+def score(args) -> None:
+    device = torch.device(args.device)
+    classifier = load_classifier(args.classifier, device)
+    test_images, test_labels = load_dataset(args.dataset, train=False, root=args.data_root)
+    test_images, test_labels = test_images.to(device), test_labels.to(device)
+    images, labels = test_images[: args.n], test_labels[: args.n]
+    adversarial = craft(classifier, None, images, labels, attack="fgsm", threat="oblivious", dataset=args.dataset)
+    out = args.out or RESULTS / f"{args.dataset}-{args.run.name}.csv"
+    rows = read_rows(out)
+    done = {(row["step"], row["snapshot_sha256"]) for row in rows}
+    for step, path in snapshots(args.run, args.every):
+        _, model, generator = generator_from_checkpoint(path, device)
+        settings = dict(model=model, dataset=args.dataset, classifier_sha256=sha256(args.classifier), n=args.n,
+                        L=args.L, R=args.R, seed=args.seed, attack="fgsm", n_samples=args.n_samples)
+        check_same_settings(rows, settings, out)
+        digest = sha256(path)
+        if (str(step), digest) in done:
+            continue
+        row = {"step": step, "snapshot_sha256": digest, **settings,
+               **score_snapshot(generator, classifier, images, labels, adversarial, test_images, args),
+               "machine": machine(device)}
+        rows.append({key: str(value) for key, value in row.items()})
+        write_rows(rows, out)
+        print({key: row[key] for key in ("step", *RESULTS_COLUMNS)}, flush=True)
+
+
+def plot(args) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = (("defended accuracy (solid: FGSM, dashed: clean)", ("accuracy_fgsm", "accuracy_clean")),
+              ("projection MSE (solid: FGSM, dashed: clean)", ("mse_fgsm", "mse_clean")),
+              ("mode KL", ("mode_kl",)), ("classifier FD", ("classifier_fd",)))
+    fig, axes = plt.subplots(1, 4, figsize=(18, 4), layout="constrained")
+    for csv_path in args.csvs:
+        rows = read_rows(csv_path)
+        steps = [int(row["step"]) for row in rows]
+        color = None
+        for ax, (title, columns) in zip(axes, panels):
+            for column, style in zip(columns, ("o-", "o--")):
+                line, = ax.plot(steps, [float(row[column]) for row in rows], style, color=color,
+                                label=csv_path.stem if style == "o-" else None)
+                color = line.get_color()
+            ax.set(title=title, xlabel="generator steps")
+    axes[2].set_yscale("log")
+    axes[0].set_ylim(-0.02, 1.02)
+    axes[0].legend(fontsize="small")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.out, dpi=110)
+    print(f"wrote {args.out}")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    scoring = commands.add_parser("score", help="score a run's snapshots into a CSV")
+    scoring.add_argument("run", type=Path, help="a train-generator OUT folder with snapshots/")
+    scoring.add_argument("--classifier", required=True)
+    scoring.add_argument("--dataset", default="mnist")
+    scoring.add_argument("--data-root")
+    scoring.add_argument("--n", type=int, default=100)
+    scoring.add_argument("--L", type=int, default=200)
+    scoring.add_argument("--R", type=int, default=10)
+    scoring.add_argument("--seed", type=int, default=0)
+    scoring.add_argument("--n-samples", type=int, default=10_000)
+    scoring.add_argument("--every", type=int, default=1, help="score only snapshots at multiples of this step")
+    scoring.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    scoring.add_argument("--out", type=Path, help=f"the CSV (default {RESULTS}/DATASET-RUNNAME.csv)")
+    plotting = commands.add_parser("plot", help="plot CSVs against the training step")
+    plotting.add_argument("csvs", type=Path, nargs="+")
+    plotting.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    score(args) if args.command == "score" else plot(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -95,24 +95,24 @@ def score_snapshot(generator, classifier, images, labels, adversarial, test_imag
 
 
 def score(args) -> None:
+    out = args.out or RESULTS / f"{args.dataset}-{args.run.name}.csv"
+    rows = read_rows(out)
+    done = {(row["step"], row["snapshot_sha256"]) for row in rows}
+    todo = [(step, path) for step, path in snapshots(args.run, args.every) if (str(step), sha256(path)) not in done]
+    if not todo:
+        return
     device = torch.device(args.device)
     classifier = load_classifier(args.classifier, device)
     test_images, test_labels = load_dataset(args.dataset, train=False, root=args.data_root)
     test_images, test_labels = test_images.to(device), test_labels.to(device)
     images, labels = test_images[: args.n], test_labels[: args.n]
     adversarial = craft(classifier, None, images, labels, attack="fgsm", threat="oblivious", dataset=args.dataset)
-    out = args.out or RESULTS / f"{args.dataset}-{args.run.name}.csv"
-    rows = read_rows(out)
-    done = {(row["step"], row["snapshot_sha256"]) for row in rows}
-    for step, path in snapshots(args.run, args.every):
+    for step, path in todo:
         _, model, generator = generator_from_checkpoint(path, device)
         settings = dict(model=model, dataset=args.dataset, classifier_sha256=sha256(args.classifier), n=args.n,
                         L=args.L, R=args.R, seed=args.seed, attack="fgsm", n_samples=args.n_samples)
         check_same_settings(rows, settings, out)
-        digest = sha256(path)
-        if (str(step), digest) in done:
-            continue
-        row = {"step": step, "snapshot_sha256": digest, **settings,
+        row = {"step": step, "snapshot_sha256": sha256(path), **settings,
                **score_snapshot(generator, classifier, images, labels, adversarial, test_images, args),
                "machine": machine(device)}
         rows.append({key: str(value) for key, value in row.items()})

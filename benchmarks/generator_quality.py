@@ -24,7 +24,6 @@ Reproduce (writes benchmarks/results/generator_quality_mnist.md):
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -32,6 +31,7 @@ import torch
 
 from defense_hgan import load_classifier, load_dataset
 from defense_hgan.atomic import atomic_write
+from defense_hgan.checkpoints import file_sha256
 from defense_hgan.metrics import generator_metrics
 from defense_hgan.sweep import generator_from_checkpoint
 from measure import generator_parser, machine, markdown_table, write_report
@@ -61,7 +61,7 @@ def run(args) -> str:
     rows = []
     for path in map(Path, args.generators):
         _, model, generator = generator_from_checkpoint(path, device)
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        digest = file_sha256(path)
         result = measured_before(previous, path, digest, args) or {
             "sha256": digest, "classifier": args.classifier,
             **generator_metrics(generator, classifier, test_images, n_samples=args.n_samples,

@@ -10,6 +10,7 @@ from art.estimators.classification import PyTorchClassifier
 import torch
 from torch import nn
 
+from defense_hgan.checkpoints import check_trained_on
 from defense_hgan.defense import Projector
 
 
@@ -41,7 +42,9 @@ def art_classifier(classifier: nn.Module, generator: nn.Module | None = None, L:
 
     ``input_shape`` defaults to the generator's ``image_shape``; without a
     generator the bare classifier is wrapped, the baseline to compare against.
+    A classifier and a generator trained on different datasets are refused.
     """
+    check_trained_on(classifier=classifier, generator=generator)
     if input_shape is None:
         if generator is None:
             raise ValueError("art_classifier needs input_shape=(C, H, W) when no generator is given")

@@ -59,6 +59,7 @@ def train_generator(
     batch_size: int = 64,
     out: str = "runs/generator",
     resume: bool = False,
+    overwrite: bool = False,
     sample_every: int = 500,
     checkpoint_every: int = 500,
     snapshot_every: int = 0,
@@ -81,6 +82,7 @@ def train_generator(
         batch_size: images per batch.
         out: output folder.
         resume: continue the run saved in OUT from its last checkpoint.
+        overwrite: start afresh in an OUT that holds a generator, replacing it (and its samples, snapshots, state).
         sample_every: write a 64-sample grid to OUT/samples every this many steps.
         checkpoint_every: checkpoint every this many steps (and at the end).
         snapshot_every: keep the generator at every this many steps in OUT/snapshots/ (0: none), for training curves.
@@ -100,7 +102,7 @@ def train_generator(
         model=str(model), dataset=dataset, steps=int(steps), batch_size=int(batch_size), out=str(out),
         sample_every=int(sample_every), checkpoint_every=int(checkpoint_every),
         snapshot_every=int(snapshot_every), seed=int(seed), device=device,
-        bf16=bool(bf16), resume=bool(resume), data_root=data_root, download=bool(download),
+        bf16=bool(bf16), resume=bool(resume), overwrite=bool(overwrite), data_root=data_root, download=bool(download),
         teacher_options={name: int(value) for name, value in teacher.items() if value is not None},
         teacher_loss=teacher_loss,
     )
@@ -142,12 +144,13 @@ def metrics(
         device: auto (CUDA when present), cpu or cuda.
         out: also write the metrics to this JSON file.
     """
+    from defense_hgan.checkpoints import check_trained_on
     from defense_hgan.classifier_io import load_classifier
     from defense_hgan.data import load_dataset
     from defense_hgan.generator_io import load_generator
     from defense_hgan.metrics import generator_metrics
 
-    _check_trained_on(dataset, generator=generator, classifier=classifier)
+    check_trained_on(dataset, generator=generator, classifier=classifier)
     test_images, _ = load_dataset(dataset, train=False, root=data_root, download=download)
     result = generator_metrics(
         load_generator(generator, device), load_classifier(classifier, device), test_images,
@@ -218,12 +221,13 @@ def evaluate(
     """
     from fractions import Fraction
 
+    from defense_hgan.checkpoints import check_trained_on
     from defense_hgan.classifier_io import load_classifier
     from defense_hgan.data import load_dataset
     from defense_hgan.evaluation import evaluate as run, gan_defense
     from defense_hgan.generator_io import load_generator
 
-    _check_trained_on(dataset, generator=generator, classifier=classifier)
+    check_trained_on(dataset, generator=generator, classifier=classifier)
     if settings is not None and not isinstance(settings, dict):
         raise ValueError(f"--settings must be a dict of attack -> ART settings, got {settings!r}")
     settings = {name: dict(values) for name, values in (settings or {}).items()}
@@ -239,6 +243,7 @@ def evaluate(
         load_classifier(classifier, device), defense, images[:n], labels[:n], dataset=dataset, attacks=attacks,
         threats=threat, settings=settings, eot_samples=int(eot_samples), seed=int(seed), test_set_size=total,
         sanity=bool(sanity), chunk=int(chunk), out=out, sources={"classifier": str(classifier), "generator": str(generator)},
+        test_set_labels=labels,
     )
     for row in results["rows"]:
         print(f"{row['attack']:<5} {row['threat']:<10} undefended {row['accuracy_undefended']:.3f}  "
@@ -293,15 +298,16 @@ def sweep(
     """
     from fractions import Fraction
 
+    from defense_hgan.checkpoints import check_trained_on
     from defense_hgan.classifier_io import load_classifier
     from defense_hgan.data import load_dataset
     from defense_hgan.plots import cost_table
     from defense_hgan.sweep import CSV_NAME, generator_from_checkpoint, parse_grid, run_sweep
 
     paths = _repeated_flag("generator", generator)
-    _check_trained_on(dataset, classifier=classifier)
+    check_trained_on(dataset, classifier=classifier)
     for path in paths:
-        _check_trained_on(dataset, generator=path)
+        check_trained_on(dataset, generator=path)
     L, R = parse_grid(L, "L"), parse_grid(R, "R")
     if settings is not None and not isinstance(settings, dict):
         raise ValueError(f"--settings must be a dict of ART settings, got {settings!r}")
@@ -313,7 +319,7 @@ def sweep(
     rows = run_sweep(
         load_classifier(classifier, device), [generator_from_checkpoint(path, device) for path in paths],
         images[:n], labels[:n], L=L, R=R, dataset=dataset, classifier_name=str(classifier), out=out, attack=attack,
-        threat=threat, settings=settings, eot_samples=int(eot_samples), seed=int(seed),
+        threat=threat, settings=settings, eot_samples=int(eot_samples), seed=int(seed), test_set_labels=labels,
     )
     print(cost_table(rows))
     print(f"-> {Path(out) / CSV_NAME}")
@@ -341,17 +347,6 @@ def _repeated_flag(name: str, value) -> list[str]:
     return list(dict.fromkeys(paths))
 
 
-def _check_trained_on(dataset: str, **checkpoints: str) -> None:
-    """Refuse checkpoints (kind=path) trained on another dataset than --dataset, naming both."""
-    from defense_hgan.checkpoints import load_checkpoint
-
-    for kind, path in checkpoints.items():
-        trained_on = load_checkpoint(path, kind)["config"].get("dataset")
-        if trained_on != dataset:
-            raise ValueError(f"the {kind} {path} was trained on {trained_on}, but --dataset is {dataset}; "
-                             f"pass --dataset {trained_on} or a {kind} trained on {dataset}")
-
-
 COMMANDS = {
     "train-classifier": train_classifier,
     "train-generator": train_generator,
@@ -359,15 +354,26 @@ COMMANDS = {
     "evaluate": evaluate,
     "sweep": sweep,
 }
+# Integer flags must be at least 1, except these, where 0 has a meaning (see each command's Args).
+INTEGER_FLAG_MINIMUM = {"n": 0, "n_project": 0, "snapshot_every": 0, "seed": 0, "n_samples": 2}
 
 
 def main() -> None:
-    """Run the CLI; bad input (unknown names, missing data or checkpoints) ends in one line, not a traceback."""
+    """Run the CLI; bad input (unknown names, missing data or checkpoints) ends in one line, not a traceback.
+
+    Flags and values are checked before the command runs (exit 2), so a typo never starts a long job.
+    """
     import fire
 
     from defense_hgan.checkpoints import CheckpointError
+    from defense_hgan.cli_args import CommandLineError, check_command_line
     from defense_hgan.data import DatasetNotFoundError
 
+    try:
+        check_command_line(COMMANDS, sys.argv[1:], INTEGER_FLAG_MINIMUM)
+    except CommandLineError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     try:
         fire.Fire(COMMANDS, name="python -m defense_hgan")
     except (DatasetNotFoundError, CheckpointError, ValueError) as err:

@@ -32,10 +32,16 @@ measurement is done, then ``sanity_rows``); their verdict is recomputed from
 those rows on every run that asks for it, so a corrected check applies to
 stored results without measuring anything again. It always
 resumes, as ``sweep`` does; results of other settings (anything in the results
-but the rows, the sanity checks and the progress fields) are refused.
+but the rows, the sanity checks and the progress fields) are refused. The
+checkpoints are identified by the sha256 of their bytes, so ``./zoo/x.pt``
+resumes what ``zoo/x.pt`` began and a file replaced at the same path is
+refused; results of an older version, which recorded paths only, are refused
+until their ``sha256`` is added by hand (the error gives it). OUT is locked
+for the run, so a second evaluation into it is refused at once.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import operator
@@ -48,8 +54,10 @@ from torch import nn
 
 from attacks import ATTACKS, attack_settings, build_attack
 from defense_hgan.art_defense import art_classifier
+from defense_hgan.checkpoints import check_trained_on, checkpoint_difference, file_sha256
 from defense_hgan.defense import DefendedClassifier, Projector
 from defense_hgan.devices import seed_everything
+from defense_hgan.locking import output_lock
 
 THREATS = ("oblivious", "bpda", "bpda-eot")
 Z95 = 1.959963984540054  # the standard normal's 97.5% quantile
@@ -62,11 +70,13 @@ class Defense:
 
     ``purify`` scores (deterministic); ``attacked`` is what BPDA attackers
     differentiate, with fresh randomness each call and its own gradient.
+    ``generator``, when there is one, is checked against the classifier's dataset.
     """
 
     purify: nn.Module
     attacked: nn.Module
     description: dict = field(default_factory=dict)
+    generator: nn.Module | None = None
 
 
 def gan_defense(generator: nn.Module, L: int = 200, R: int = 10, *, seed: int = 0, progress: bool = False,
@@ -86,6 +96,7 @@ def gan_defense(generator: nn.Module, L: int = 200, R: int = 10, *, seed: int = 
         attacked=Projector(generator, attacker_L, attacker_R, **options),
         description={"name": "defense-gan", "L": L, "R": R, "attacker_L": attacker_L, "attacker_R": attacker_R,
                      "seed": seed, "options": options},
+        generator=generator,
     )
 
 
@@ -214,25 +225,33 @@ def evaluate(classifier: nn.Module, defense: Defense, images: torch.Tensor, labe
              dataset: str, attacks=ATTACKS, threats=("oblivious", "bpda"), settings: dict | None = None,
              eot_samples: int = 5, seed: int = 0, test_set_size: int | None = None, sanity: bool = False,
              chunk: int = 100, progress: bool = True, out: str | os.PathLike | None = None,
-             sources: dict | None = None) -> dict:
+             sources: dict | None = None, test_set_labels: torch.Tensor | None = None) -> dict:
     """Every attack under every threat model, plus the no-attack row; as ``report.write_results`` writes them.
 
     ``settings`` maps attack names to ART overrides; ``sanity`` adds
     ``defense_hgan.sanity.sanity_checks`` (under BPDA) as ``results["sanity"]``.
-    ``sources`` names what was evaluated (e.g. ``{"classifier": path,
-    "generator": path}``); it heads the results and is part of the run's identity.
-    ``chunk`` images are attacked and scored at a time (and saved, with ``out``).
+    ``sources`` names the checkpoints evaluated (e.g. ``{"classifier": path,
+    "generator": path}``); it heads the results, with the sha256 of each file
+    under ``results["sha256"]``. ``chunk`` images are attacked and scored at a
+    time (and saved, with ``out``). The subset's label counts are recorded, and
+    a subset far from the class balance of ``test_set_labels`` (the whole test
+    set's labels, when given) is warned about. A classifier and a defense's
+    generator trained on another dataset than ``dataset`` are refused.
 
-    With ``out``, the results are written to OUT after every chunk and resumed
-    from there: chunks, rows and sanity checks already in OUT/results.json are
-    kept, not remeasured (the sanity verdict is recomputed from its kept rows);
-    a ValueError refuses an OUT holding results of other settings. The results
-    then also hold OUT's earlier rows of attacks or threat models not asked for
-    this time. ``results["pending"]`` lists what is still to run (empty once
-    the evaluation is complete).
+    With ``out``, OUT is locked for the run (``locking.output_lock``), the
+    results are written there after every chunk and resumed from there:
+    chunks, rows and sanity checks already in OUT/results.json are kept, not
+    remeasured (the sanity verdict is recomputed from its kept rows). A
+    ValueError refuses an OUT holding results of other settings or other
+    checkpoints (compared by sha256: a replaced file is refused, a path
+    spelled otherwise is not). The results then also hold OUT's earlier rows
+    of attacks or threat models not asked for this time.
+    ``results["pending"]`` lists what is still to run (empty once the
+    evaluation is complete).
     """
     from tqdm.auto import tqdm
 
+    from defense_hgan.data import dataset_info, label_counts, warn_if_unbalanced
     from defense_hgan.report import read_results, write_results
 
     attacks = check_names(attacks, ATTACKS, "attack")
@@ -240,106 +259,116 @@ def evaluate(classifier: nn.Module, defense: Defense, images: torch.Tensor, labe
     settings = settings or {}
     if settings:
         check_names(list(settings), ATTACKS, "attack in settings")
+    check_trained_on(dataset, classifier=classifier, generator=defense.generator)
+    if test_set_labels is not None:
+        warn_if_unbalanced(labels, test_set_labels, f"the subset evaluated (the first {len(labels)} test images)")
+    sources = {name: str(path) for name, path in (sources or {}).items()}
     results = {
-        **(sources or {}),
+        **sources,
+        "sha256": {name: file_sha256(path) for name, path in sources.items()},
         "dataset": dataset,
-        "subset": {"n": len(labels), "of": test_set_size, "selection": SUBSET},
+        "subset": {"n": len(labels), "of": test_set_size, "selection": SUBSET,
+                   "label_counts": label_counts(labels, dataset_info(dataset).num_classes)},
         "seed": seed,
         "confidence_level": 0.95,
         "defense": defense.description,
         "eot_samples": eot_samples,
         "chunk": _positive(chunk, "chunk"),
     }
-    stored = read_results(out) if out is not None else None
-    if stored is not None:
-        _check_same_run(stored, results, out)
-    sanity_used = _sanity_settings(dataset, settings)
-    earlier = stored or {}
-    partial = dict(earlier.get("partial") or {})  # the finished chunks of unfinished rows
-    for row in earlier.get("rows", []) + [part for parts in partial.values() for part in parts]:
-        expected = row_settings(row["attack"], row["threat"], dataset, settings.get(row["attack"]), eot_samples,
-                                defense)
-        if _plain(row["settings"]) != _plain(expected):
-            raise ValueError(f"{out} holds {row['attack']} under {row['threat']} with settings {row['settings']}, "
-                             f"but this run's are {expected}; rerun with the same settings to resume it, "
-                             f"or pass another --out")
-    done = {(row["attack"], row["threat"]): row for row in earlier.get("rows", [])}
-    previous_sanity = earlier.get("sanity")
-    if previous_sanity is not None and _plain(previous_sanity.get("settings")) != _plain(sanity_used):
-        raise ValueError(f"{out} holds sanity checks with settings {previous_sanity.get('settings')}, but this "
-                         f"run's are {sanity_used}; rerun with the same settings to resume it, or pass another --out")
-    kept = [*done, *(tuple(key.split("/")) for key in partial)]  # rows finished or with finished chunks, in order
-    all_attacks = _with_earlier(attacks, earlier.get("attacks", []), [a for a, _ in kept])
-    all_threats = _with_earlier(threats, earlier.get("threats", []), [t for _, t in kept])
-    results.update({"attacks": all_attacks, "threats": all_threats, "pending": [], "partial": partial, "rows": [],
-                    "sanity": previous_sanity, "sanity_rows": list(earlier.get("sanity_rows", [])),
-                    "sanity_partial": dict(earlier.get("sanity_partial") or {}), "seconds": 0.0})
-    runs = [("none", "none")] + [(a, t) for a in all_attacks for t in all_threats]
-    wanted = [("none", "none")] + [(a, t) for a in attacks for t in threats]
-    todo = [run for run in wanted if run not in done]
+    with output_lock(out) if out is not None else contextlib.nullcontext():
+        stored = read_results(out) if out is not None else None
+        if stored is not None:
+            _check_same_run(stored, results, list(sources), out)
+            results.update({name: stored[name] for name in sources if name in stored})  # the first spelling stays
+        sanity_used = _sanity_settings(dataset, settings)
+        earlier = stored or {}
+        partial = dict(earlier.get("partial") or {})  # the finished chunks of unfinished rows
+        for row in earlier.get("rows", []) + [part for parts in partial.values() for part in parts]:
+            expected = row_settings(row["attack"], row["threat"], dataset, settings.get(row["attack"]), eot_samples,
+                                    defense)
+            if _plain(row["settings"]) != _plain(expected):
+                raise ValueError(f"{out} holds {row['attack']} under {row['threat']} with settings {row['settings']}, "
+                                 f"but this run's are {expected}; rerun with the same settings to resume it, "
+                                 f"or pass another --out")
+        done = {(row["attack"], row["threat"]): row for row in earlier.get("rows", [])}
+        previous_sanity = earlier.get("sanity")
+        if previous_sanity is not None and _plain(previous_sanity.get("settings")) != _plain(sanity_used):
+            raise ValueError(f"{out} holds sanity checks with settings {previous_sanity.get('settings')}, but "
+                             f"this run's are {sanity_used}; rerun with the same settings to resume it, or pass "
+                             f"another --out")
+        kept = [*done, *(tuple(key.split("/")) for key in partial)]  # rows finished or with finished chunks, in order
+        all_attacks = _with_earlier(attacks, earlier.get("attacks", []), [a for a, _ in kept])
+        all_threats = _with_earlier(threats, earlier.get("threats", []), [t for _, t in kept])
+        results.update({"attacks": all_attacks, "threats": all_threats, "pending": [], "partial": partial, "rows": [],
+                        "sanity": previous_sanity, "sanity_rows": list(earlier.get("sanity_rows", [])),
+                        "sanity_partial": dict(earlier.get("sanity_partial") or {}), "seconds": 0.0})
+        runs = [("none", "none")] + [(a, t) for a in all_attacks for t in all_threats]
+        wanted = [("none", "none")] + [(a, t) for a in attacks for t in threats]
+        todo = [run for run in wanted if run not in done]
 
-    def update() -> None:
-        results["rows"] = [done[run] for run in runs if run in done]
-        results["pending"] = [f"{a}/{t}" + _chunks_done(partial.get(f"{a}/{t}"), len(labels)) for a, t in runs
-                              if (a, t) not in done and ((a, t) in todo or f"{a}/{t}" in partial)]
-        if sanity and results["sanity"] is None:
-            results["pending"].append("sanity")
-        unfinished = [part for chunks in (partial, results["sanity_partial"]) for parts in chunks.values()
-                      for part in parts]
-        timed = results["rows"] + results["sanity_rows"] + unfinished
-        results["seconds"] = round(sum(entry["seconds"] for entry in timed), 2)
-        if out is not None:
-            write_results(results, out)
+        def update() -> None:
+            results["rows"] = [done[run] for run in runs if run in done]
+            results["pending"] = [f"{a}/{t}" + _chunks_done(partial.get(f"{a}/{t}"), len(labels)) for a, t in runs
+                                  if (a, t) not in done and ((a, t) in todo or f"{a}/{t}" in partial)]
+            if sanity and results["sanity"] is None:
+                results["pending"].append("sanity")
+            unfinished = [part for chunks in (partial, results["sanity_partial"]) for parts in chunks.values()
+                          for part in parts]
+            timed = results["rows"] + results["sanity_rows"] + unfinished
+            results["seconds"] = round(sum(entry["seconds"] for entry in timed), 2)
+            if out is not None:
+                write_results(results, out)
 
-    update()
-    if stored is not None and progress:
-        print(f"{out}: resuming, {len(done)} rows there, {len(todo)} to run"
-              + (", then the sanity checks" if sanity and results["sanity"] is None else ""))
-    classifier.eval()
-    starts = range(0, len(labels), chunk)
-    bar = tqdm(total=len(todo) * len(starts) - sum(len(partial.get(f"{a}/{t}", [])) for a, t in todo),
-               desc="evaluate", unit="chunk", disable=not progress)
-
-    def chunked_row(attack: str, threat: str, overrides: dict | None, unfinished: dict, key: str,
-                    after_chunk=lambda: None) -> dict:
-        """The row on all images, resumed from its finished chunks in ``unfinished[key]``, which holds each new
-        chunk (saved) until the row is done."""
-        parts = unfinished.setdefault(key, [])
-        for start in starts[len(parts):]:
-            parts.append(attack_row(classifier, defense, images[start : start + chunk], labels[start : start + chunk],
-                                    attack=attack, threat=threat, dataset=dataset, settings=overrides,
-                                    eot_samples=eot_samples, seed=seed, progress=progress))
-            update()
-            after_chunk()
-        del unfinished[key]
-        return merge_rows(parts)
-
-    for attack, threat in todo:
-        done[attack, threat] = chunked_row(attack, threat, settings.get(attack), partial, f"{attack}/{threat}",
-                                           bar.update)
         update()
-    bar.close()
-    if sanity:
-        from defense_hgan.sanity import sanity_checks
+        if stored is not None and progress:
+            print(f"{out}: resuming, {len(done)} rows there, {len(todo)} to run"
+                  + (", then the sanity checks" if sanity and results["sanity"] is None else ""))
+        classifier.eval()
+        starts = range(0, len(labels), chunk)
+        bar = tqdm(total=len(todo) * len(starts) - sum(len(partial.get(f"{a}/{t}", [])) for a, t in todo),
+                   desc="evaluate", unit="chunk", disable=not progress)
 
-        def measure(attack: str, threat: str, overrides: dict) -> dict:
-            """A row of the evaluation or of earlier sanity checks with these settings, else a new, saved one."""
-            used = _plain(row_settings(attack, threat, dataset, overrides, eot_samples, defense))
-            for row in list(done.values()) + results["sanity_rows"]:
-                if (row["attack"], row["threat"]) == (attack, threat) and _plain(row["settings"]) == used:
-                    return row
-            key = f"{attack}/{threat} {json.dumps(used, sort_keys=True)}"
-            row = chunked_row(attack, threat, overrides, results["sanity_partial"], key)
-            results["sanity_rows"].append(row)
+        def chunked_row(attack: str, threat: str, overrides: dict | None, unfinished: dict, key: str,
+                        after_chunk=lambda: None) -> dict:
+            """The row on all images, resumed from its finished chunks in ``unfinished[key]``, which holds each new
+            chunk (saved) until the row is done."""
+            parts = unfinished.setdefault(key, [])
+            for start in starts[len(parts):]:
+                chunk_images, chunk_labels = images[start : start + chunk], labels[start : start + chunk]
+                parts.append(attack_row(classifier, defense, chunk_images, chunk_labels, attack=attack, threat=threat,
+                                        dataset=dataset, settings=overrides, eot_samples=eot_samples, seed=seed,
+                                        progress=progress))
+                update()
+                after_chunk()
+            del unfinished[key]
+            return merge_rows(parts)
+
+        for attack, threat in todo:
+            done[attack, threat] = chunked_row(attack, threat, settings.get(attack), partial, f"{attack}/{threat}",
+                                               bar.update)
             update()
-            return row
+        bar.close()
+        if sanity:
+            from defense_hgan.sanity import sanity_checks
 
-        checks = sanity_checks(classifier, defense, images, labels, dataset=dataset, settings=settings,
-                               eot_samples=eot_samples, seed=seed, progress=progress, measure=measure)
-        results["sanity"] = {**checks, "settings": sanity_used,
-                             "seconds": round(sum(row["seconds"] for row in results["sanity_rows"]), 2)}
-        update()
-    return results
+            def measure(attack: str, threat: str, overrides: dict) -> dict:
+                """A row of the evaluation or of earlier sanity checks with these settings, else a new, saved one."""
+                used = _plain(row_settings(attack, threat, dataset, overrides, eot_samples, defense))
+                for row in list(done.values()) + results["sanity_rows"]:
+                    if (row["attack"], row["threat"]) == (attack, threat) and _plain(row["settings"]) == used:
+                        return row
+                key = f"{attack}/{threat} {json.dumps(used, sort_keys=True)}"
+                row = chunked_row(attack, threat, overrides, results["sanity_partial"], key)
+                results["sanity_rows"].append(row)
+                update()
+                return row
+
+            checks = sanity_checks(classifier, defense, images, labels, dataset=dataset, settings=settings,
+                                   eot_samples=eot_samples, seed=seed, progress=progress, measure=measure)
+            results["sanity"] = {**checks, "settings": sanity_used,
+                                 "seconds": round(sum(row["seconds"] for row in results["sanity_rows"]), 2)}
+            update()
+        return results
 
 
 def _with_earlier(asked: list[str], earlier: list[str], kept: list[str]) -> list[str]:
@@ -364,14 +393,32 @@ PROGRESS_KEYS = ("attacks", "threats", "pending", "partial", "rows", "sanity", "
                  "seconds")
 
 
-def _check_same_run(stored: dict, results: dict, out) -> None:
-    """A ValueError naming the first difference when OUT's results come from another run's settings."""
-    before = _plain({k: v for k, v in stored.items() if k not in PROGRESS_KEYS})
-    now = _plain(results)
+def _check_same_run(stored: dict, results: dict, sources: list[str], out) -> None:
+    """A ValueError naming the first difference when OUT's results come from another run's settings or checkpoints.
+
+    Checkpoints compare by content (``checkpoint_difference``). Results of an
+    older version recorded paths only: they are refused, saying how to vouch
+    for them; and no label counts, which are then not compared.
+    """
+    fix = "rerun with the same settings to resume it, or pass another --out"
+    compared = [name for name in sources if name in stored]
+    for name in compared:
+        recorded = (stored.get("sha256") or {}).get(name)
+        reason = checkpoint_difference(name, stored[name], recorded, results[name], results["sha256"][name])
+        if reason and not recorded and results["sha256"][name]:
+            raise ValueError(f"{out} holds an evaluation with {reason}; if it is, add "
+                             f"{json.dumps({'sha256': results['sha256']})} to {out}/results.json to resume it, "
+                             f"or pass another --out")
+        if reason:
+            raise ValueError(f"{out} holds an evaluation with {reason}; {fix}")
+    skipped = [*PROGRESS_KEYS, *compared, "sha256"]
+    before = _plain({k: v for k, v in stored.items() if k not in skipped})
+    now = _plain({k: v for k, v in results.items() if k not in skipped})
+    if "label_counts" not in before.get("subset", {}):
+        now.get("subset", {}).pop("label_counts", None)
     if before != now:
         where, old, new = _difference(before, now)
-        raise ValueError(f"{out} holds an evaluation with {where} {old!r}, but this one has {new!r}; "
-                         f"rerun with the same settings to resume it, or pass another --out")
+        raise ValueError(f"{out} holds an evaluation with {where} {old!r}, but this one has {new!r}; {fix}")
 
 
 def _difference(a, b, where: str = ""):

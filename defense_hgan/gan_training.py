@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ from defense_hgan.data import load_dataset
 from defense_hgan.devices import autocast, resolve_device, seed_everything
 from defense_hgan.generator_io import save_generator
 from defense_hgan.generators import Training, build_training
+from defense_hgan.locking import output_lock
 
 STATE_KIND = "generator-training"
 GENERATOR_FILE = "generator.pt"
@@ -58,6 +60,7 @@ class GanConfig:
     # took 13.9 s with it against 0.63 s without (1 thread, shared machine), about 20x slower.
     bf16: bool = False
     resume: bool = False
+    overwrite: bool = False  # start afresh in an OUT that holds a model, replacing it
     data_root: str | None = None
     download: bool = False
     generator_options: dict = field(default_factory=dict)  # latent_dim, width
@@ -71,14 +74,22 @@ class TrainingDiverged(FloatingPointError):
 
 
 def train_generator(config: GanConfig) -> dict:
-    """Train ``config.model`` for ``config.steps`` steps (in all, counting a resumed run's), return the metrics."""
+    """Train ``config.model`` for ``config.steps`` steps (in all, counting a resumed run's), return the metrics.
+
+    OUT is locked for the run (``locking.output_lock``): a second run into it is refused at once.
+    """
     _check(config)
+    with output_lock(config.out):
+        return _train(config)
+
+
+def _train(config: GanConfig) -> dict:
     out = Path(config.out)
     device = resolve_device(config.device)
     data_order = seed_everything(config.seed)
     training = build_training(config.model, config.dataset, config.generator_options, config.teacher_options,
                               config.teacher_loss, device)
-    start = _restore(out, config, training, data_order) if config.resume else _fresh(out)
+    start = _restore(out, config, training, data_order) if config.resume else _fresh(out, config.overwrite)
     images = load_dataset(config.dataset, train=True, root=config.data_root, download=config.download)[0].to(device)
 
     def next_batch() -> torch.Tensor:
@@ -129,13 +140,24 @@ def _check(config: GanConfig) -> None:
     for name in ("steps", "batch_size", "sample_every", "checkpoint_every"):
         if int(getattr(config, name)) < 1:
             raise ValueError(f"{name} must be a positive integer, got {getattr(config, name)!r}")
+    if config.resume and config.overwrite:
+        raise ValueError("pass --resume (continue the run in OUT) or --overwrite (replace it), not both")
     if int(config.snapshot_every) < 0:
         raise ValueError(f"snapshot_every must be 0 (no snapshots) or a positive integer, got {config.snapshot_every!r}")
 
 
-def _fresh(out: Path) -> int:
-    if (out / STATE_FILE).exists():
-        raise ValueError(f"{out} already holds a training run; pass --resume to continue it, or choose another --out")
+def _fresh(out: Path, overwrite: bool) -> int:
+    """Step 0 in an OUT holding no model; with ``overwrite``, after removing the model and everything of its run."""
+    held = [name for name in (STATE_FILE, GENERATOR_FILE) if (out / name).exists()]
+    if held and not overwrite:
+        resume = "pass --resume to continue it, " if STATE_FILE in held else ""
+        raise ValueError(f"{out} already holds a trained generator ({', '.join(held)}); {resume}pass --overwrite "
+                         f"to replace it, or choose another --out")
+    if overwrite:  # nothing of the old run may outlive it: a later --resume would continue the old run
+        for name in (STATE_FILE, GENERATOR_FILE, "metrics.json"):
+            (out / name).unlink(missing_ok=True)
+        for folder in ("samples", SNAPSHOTS):
+            shutil.rmtree(out / folder, ignore_errors=True)
     return 0
 
 

@@ -142,6 +142,9 @@ def _check_starts(z0, x: torch.Tensor, R: int, generator: nn.Module) -> torch.Te
     if not isinstance(z0, torch.Tensor) or tuple(z0.shape) != expected:
         got = tuple(z0.shape) if isinstance(z0, torch.Tensor) else type(z0).__name__
         raise ValueError(f"z0 must be a tensor of shape (N, R, latent_dim) = {expected}, got {got}")
+    if not torch.isfinite(z0).all():  # a NaN start descends to NaN images, and NaN logits, without a word
+        bad = (~torch.isfinite(z0)).sum().item()
+        raise ValueError(f"z0 must be finite, got {bad} NaN or infinite values of {z0.numel()}")
     return z0.detach().to(x.device, torch.float32)
 
 
@@ -157,8 +160,8 @@ def _check_options(L, R, optimizer, lr, schedule, early_stop, max_batch) -> floa
     if early_stop is not None and not early_stop >= 0:
         raise ValueError(f"early_stop must be None or a tolerance >= 0, got {early_stop!r}")
     lr = OPTIMIZERS[optimizer] if lr is None else lr
-    if not lr > 0:
-        raise ValueError(f"lr must be positive, got {lr!r}")
+    if not (lr > 0 and math.isfinite(lr)):  # an infinite step sends every latent, and image, to NaN
+        raise ValueError(f"lr must be a positive finite number, got {lr!r}")
     return lr
 
 

@@ -1,7 +1,9 @@
 """Attack-evaluation results on disk: results.json (everything) and results.md (a table to read).
 
 Both are written atomically, so an evaluation interrupted between rows
-leaves complete files holding the rows finished so far.
+leaves complete files holding the rows finished so far. Results of older
+versions, without the checkpoints' sha256 or the subset's label counts, read
+and render as they are.
 """
 from __future__ import annotations
 
@@ -45,7 +47,8 @@ def read_results(out: str | Path) -> dict | None:
 def results_markdown(results: dict) -> str:
     """The results as Markdown: what was run, one table row per attack and threat model, the sanity checks."""
     subset, level = results["subset"], round(100 * results["confidence_level"])
-    sources = ", ".join(f"{name} `{results[name]}`" for name in ("classifier", "generator") if name in results)
+    sources = ", ".join(f"{name} `{results[name]}`{_sha256(results, name)}" for name in ("classifier", "generator")
+                        if name in results)
     lines = [f"# Attack evaluation: {results['dataset']}", ""]
     if sources:
         lines.append(sources[0].upper() + sources[1:] + ".")
@@ -73,12 +76,20 @@ def results_markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _sha256(results: dict, name: str) -> str:
+    """' (sha256 9598495e2869)' when the results record the checkpoint's hash (older ones do not)."""
+    digest = (results.get("sha256") or {}).get(name)
+    return f" (sha256 {digest[:12]})" if digest else ""
+
+
 def _subset(subset: dict) -> str:
-    """'the first 500 of 10000 test images' (or the subset as recorded, when chosen otherwise)."""
+    """'the first 500 of 10000 test images (per class: 50, 49, ...)' (or the subset as recorded, when chosen
+    otherwise; older results have no label counts)."""
     n, of = subset["n"], f" of {subset['of']}" if subset.get("of") else ""
+    counts = f" (per class: {', '.join(map(str, subset['label_counts']))})" if subset.get("label_counts") else ""
     if subset.get("selection") == "the first n images of the test set":
-        return f"the first {n}{of} test images"
-    return f"{n}{of} test images ({subset.get('selection')})"
+        return f"the first {n}{of} test images{counts}"
+    return f"{n}{of} test images ({subset.get('selection')}){counts}"
 
 
 def _defense(results: dict) -> str:

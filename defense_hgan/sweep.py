@@ -9,11 +9,16 @@ classifier, and every cell reuses them; under ``bpda`` / ``bpda-eot`` each cell
 crafts its own against its defense (``evaluation.attack_row``).
 
 Results go to ``OUT/sweep.csv``, one tidy row per cell (``COLUMNS``), rewritten
-atomically after every cell. A rerun into the same folder reads that CSV and
-skips the cells it already holds, so an interrupted sweep resumes where it
-stopped (and a grid can be widened later); it refuses a CSV made with other run
-settings (``RUN_COLUMNS``). Every cell is seeded on its own, so a resumed sweep
-gives the rows an uninterrupted one would, bar the seconds.
+atomically after every cell; OUT is locked for the run (``locking.output_lock``).
+A rerun into the same folder reads that CSV and skips the cells it already
+holds, so an interrupted sweep resumes where it stopped (and a grid can be
+widened later); it refuses a CSV made with other run settings
+(``RUN_COLUMNS``). Checkpoints are identified by the sha256 of their bytes, so
+``./zoo/x.pt`` resumes the cells of ``zoo/x.pt`` and a file replaced at the
+same path is refused (``checkpoints.checkpoint_difference``; a CSV of an older
+version, which recorded paths only, is refused for the files it names). Every
+cell is seeded on its own, so a resumed sweep gives the rows an uninterrupted
+one would, bar the seconds.
 """
 from __future__ import annotations
 
@@ -28,9 +33,11 @@ import torch
 from torch import nn
 
 from defense_hgan.atomic import atomic_write
+from defense_hgan.checkpoints import check_trained_on, checkpoint_difference, file_sha256, same_file
+from defense_hgan.locking import output_lock
 
 CSV_NAME = "sweep.csv"
-# The settings every row of one CSV shares; a rerun with others is refused.
+# The settings every row of one CSV shares; a rerun with others is refused (the classifier: by content).
 RUN_COLUMNS = ("dataset", "classifier", "n", "attack", "threat", "seed", "attack_settings", "projection_options")
 RESULT_COLUMNS = (
     "accuracy_clean_undefended", "accuracy_clean_defended",  # the clean images, bare and through the defense
@@ -38,12 +45,17 @@ RESULT_COLUMNS = (
     "projection_mse", "projection_seconds",  # of the cell's projection of the clean images
     "seconds",  # the whole cell
 )
-COLUMNS = ("generator", "generator_model", "L", "R", *RUN_COLUMNS, *RESULT_COLUMNS)
+# The checkpoints' sha256 ("" for a name that is no file) and the images' label counts (a JSON list). A CSV of
+# an older version lacks these columns; it reads with them empty.
+CONTENT_COLUMNS = ("generator_sha256", "classifier_sha256", "label_counts")
+COLUMNS = ("generator", "generator_model", "L", "R", *RUN_COLUMNS, *RESULT_COLUMNS, *CONTENT_COLUMNS)
 _INTS = {"L", "R", "n", "seed"}
+_FIX = "rerun with the same settings to resume it, or pass another --out"
 
 
 class SweepGenerator(NamedTuple):
-    """A generator as a sweep names it: ``path`` keys its cells in the CSV, ``model`` labels its lines."""
+    """A generator as a sweep names it: ``path`` (and the sha256 of the file it names) keys its cells in the CSV,
+    ``model`` labels its lines."""
 
     path: str
     model: str
@@ -71,45 +83,80 @@ def parse_grid(values, name: str) -> list[int]:
 def run_sweep(classifier: nn.Module, generators: list[SweepGenerator], images: torch.Tensor, labels: torch.Tensor, *,
               L, R, dataset: str, classifier_name: str, out: str | os.PathLike, attack: str = "fgsm",
               threat: str = "oblivious", settings: dict | None = None, eot_samples: int = 5, seed: int = 0,
-              progress: bool = True, **projection_options) -> list[dict]:
+              progress: bool = True, test_set_labels: torch.Tensor | None = None, **projection_options) -> list[dict]:
     """Sweep every (generator, L, R) not yet in ``OUT/sweep.csv``; return all the CSV's rows.
 
     ``L`` and ``R`` are grids as ``parse_grid`` reads them; ``settings`` are
     ART overrides for the attack; ``projection_options`` go to ``project``.
+    ``classifier_name`` is the classifier's checkpoint path (identified by its
+    file's sha256) or a name. A subset far from the class balance of
+    ``test_set_labels`` (the whole test set's labels, when given) is warned about.
     """
     from tqdm.auto import tqdm
 
     from attacks import ATTACKS, attack_settings
+    from defense_hgan.data import dataset_info, label_counts, warn_if_unbalanced
     from defense_hgan.evaluation import THREATS, accuracy, check_names
 
     attack = check_names([attack], ATTACKS, "attack")[0]
     threat = check_names([threat], THREATS, "threat model")[0]
+    check_trained_on(dataset, classifier=classifier)
+    for generator in generators:
+        check_trained_on(dataset, generator=generator.module)
+    if test_set_labels is not None:
+        warn_if_unbalanced(labels, test_set_labels, f"the subset swept (the first {len(labels)} test images)")
     used = attack_settings(attack, dataset, **(settings or {}))
     if threat == "bpda-eot":
         used["eot_samples"] = eot_samples
     run = {"dataset": dataset, "classifier": str(classifier_name), "n": len(labels), "attack": attack, "threat": threat,
            "seed": seed, "attack_settings": json.dumps(used, sort_keys=True),
-           "projection_options": json.dumps(projection_options, sort_keys=True)}
-    path = Path(out) / CSV_NAME
-    rows = _previous_rows(path, run)
-    done = {(row["generator"], row["L"], row["R"]) for row in rows}
-    todo = [(generator, l, r) for generator in generators for l in parse_grid(L, "L") for r in parse_grid(R, "R")
-            if (generator.path, l, r) not in done]
-    if not todo:
-        return rows
-    classifier.eval()
-    device = next(classifier.parameters()).device
-    images, labels = images.to(device), labels.to(device)
-    clean = accuracy(classifier, images, labels)
-    crafted = _oblivious(classifier, images, labels, attack, dataset, settings, seed, progress) \
-        if threat == "oblivious" else None
-    cell_options = {"attack": attack, "threat": threat, "dataset": dataset, "settings": settings,
-                    "eot_samples": eot_samples, "seed": seed, **projection_options}
-    for generator, l, r in tqdm(todo, desc="sweep", unit="cell", disable=not progress):
-        rows.append({"generator": generator.path, "generator_model": generator.model, "L": l, "R": r, **run,
-                     **_cell(classifier, generator.module, l, r, images, labels, clean, crafted, **cell_options)})
-        _write(path, rows)
+           "projection_options": json.dumps(projection_options, sort_keys=True),
+           "classifier_sha256": file_sha256(classifier_name) or "",
+           "label_counts": json.dumps(label_counts(labels, dataset_info(dataset).num_classes))}
+    with output_lock(out):
+        path = Path(out) / CSV_NAME
+        rows = _previous_rows(path, run)
+        done = {(_key(row["generator"], row["generator_sha256"]), row["L"], row["R"]) for row in rows}
+        todo = []
+        for generator in generators:
+            sha256 = file_sha256(generator.path) or ""
+            name = _stored_name(path, rows, generator.path, sha256)
+            todo += [(generator, name, sha256, l, r) for l in parse_grid(L, "L") for r in parse_grid(R, "R")
+                     if (_key(name, sha256), l, r) not in done]
+        if not todo:
+            return rows
+        classifier.eval()
+        device = next(classifier.parameters()).device
+        images, labels = images.to(device), labels.to(device)
+        clean = accuracy(classifier, images, labels)
+        crafted = _oblivious(classifier, images, labels, attack, dataset, settings, seed, progress) \
+            if threat == "oblivious" else None
+        cell_options = {"attack": attack, "threat": threat, "dataset": dataset, "settings": settings,
+                        "eot_samples": eot_samples, "seed": seed, **projection_options}
+        for generator, name, sha256, l, r in tqdm(todo, desc="sweep", unit="cell", disable=not progress):
+            rows.append({"generator": name, "generator_model": generator.model, "L": l, "R": r, **run,
+                         "generator_sha256": sha256,
+                         **_cell(classifier, generator.module, l, r, images, labels, clean, crafted, **cell_options)})
+            _write(path, rows)
     return rows
+
+
+def _key(name: str, sha256: str) -> str:
+    """What identifies a generator's cells: its file's sha256, else (a name, no file) its path however spelled."""
+    return sha256 or str(Path(name).resolve())
+
+
+def _stored_name(path: Path, rows: list[dict], name: str, sha256: str) -> str:
+    """The name the CSV already gives this generator (the first spelling stays), else ``name``; a ValueError
+    for a file replaced since the CSV's rows of its path were made (or one this run cannot check against them)."""
+    for row in rows:
+        reason = checkpoint_difference("generator", row["generator"], row["generator_sha256"] or None, name,
+                                       sha256 or None)
+        if reason is None:
+            return row["generator"]
+        if same_file(row["generator"], name):
+            raise ValueError(f"{path} holds a sweep with {reason}; {_FIX}")
+    return name
 
 
 def _cell(classifier, generator, L, R, images, labels, clean, crafted, *, attack, threat, dataset, settings,
@@ -154,14 +201,18 @@ def _oblivious(classifier, images, labels, attack, dataset, settings, seed, prog
 
 
 def read_sweep(path: str | os.PathLike) -> list[dict]:
-    """A sweep CSV's rows, numbers as int / float; a ValueError for a file that is not one."""
+    """A sweep CSV's rows, numbers as int / float; a ValueError for a file that is not one.
+
+    A CSV of an older version (without ``CONTENT_COLUMNS``) reads with those columns empty.
+    """
     path = Path(path)
+    older = COLUMNS[:-len(CONTENT_COLUMNS)]
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
-        if tuple(reader.fieldnames or ()) != COLUMNS:
+        if tuple(reader.fieldnames or ()) not in (COLUMNS, older):
             raise ValueError(f"{path} is not a sweep CSV of this version: its columns are {reader.fieldnames}, "
                              f"expected {list(COLUMNS)}")
-        rows = list(reader)
+        rows = [{name: row.get(name, "") for name in COLUMNS} for row in reader]
     for row in rows:
         for name in _INTS:
             row[name] = int(row[name])
@@ -171,15 +222,23 @@ def read_sweep(path: str | os.PathLike) -> list[dict]:
 
 
 def _previous_rows(path: Path, run: dict) -> list[dict]:
-    """The rows of an earlier sweep into the same folder, or a ValueError when its run settings differ."""
+    """The rows of an earlier sweep into the same folder, or a ValueError when its run settings differ.
+
+    The classifier compares by content (``checkpoint_difference``); label counts only where recorded.
+    """
     if not path.exists():
         return []
     rows = read_sweep(path)
     for row in rows:
-        for name in RUN_COLUMNS:
-            if row[name] != run[name]:
-                raise ValueError(f"{path} holds a sweep with {name} {row[name]!r}, but this one has {run[name]!r}; "
-                                 f"rerun with the same settings to resume it, or pass another --out")
+        differing = [name for name in RUN_COLUMNS if name != "classifier" and row[name] != run[name]]
+        if row["label_counts"] and row["label_counts"] != run["label_counts"]:
+            differing.append("label_counts")
+        reason = checkpoint_difference("classifier", row["classifier"], row["classifier_sha256"] or None,
+                                       run["classifier"], run["classifier_sha256"] or None)
+        if reason is None and differing:
+            reason = f"{differing[0]} {row[differing[0]]!r}, but this one has {run[differing[0]]!r}"
+        if reason:
+            raise ValueError(f"{path} holds a sweep with {reason}; {_FIX}")
     return rows
 
 

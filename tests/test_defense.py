@@ -88,3 +88,37 @@ def test_art_classifier_needs_a_shape_without_a_generator(classifier):
 def test_defended_module_refuses_bad_images(generator, classifier):
     with pytest.raises(ValueError, match="28x28, the generator makes 8x8"):
         defend(classifier, generator, **OPTIONS)(torch.rand(2, 1, 28, 28))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16])
+def test_defended_module_takes_images_of_any_float_dtype(generator, classifier, dtype):
+    x = noise(4)
+    defended = defend(classifier, generator, **OPTIONS)
+    with torch.no_grad():
+        logits = defended(x.to(dtype))
+        projection = defended.project(x.to(dtype))  # in the images' dtype
+        assert projection.dtype == dtype and logits.dtype == torch.float32
+        assert torch.equal(logits, classifier(projection.float()))
+        assert torch.allclose(logits, defended(x), atol=1e-2 if dtype == torch.float16 else 1e-6)
+
+
+def _cifar_classifier_and_mnist_generator(tmp_path):
+    from classifiers import build_classifier
+    from defense_hgan.classifier_io import load_classifier, save_classifier
+    from defense_hgan.generator_io import load_generator, save_generator
+    from defense_hgan.generators import build_generator
+
+    torch.manual_seed(0)
+    save_classifier(build_classifier("cifar10", "fast"), tmp_path / "c.pt", {"dataset": "cifar10", "arch": "fast"})
+    options = {"latent_dim": 8, "width": 4}
+    save_generator(build_generator("dcgan", "mnist", **options), tmp_path / "g.pt", "dcgan", "mnist", options)
+    return load_classifier(tmp_path / "c.pt"), load_generator(tmp_path / "g.pt")
+
+
+def test_a_classifier_and_a_generator_of_other_datasets_are_refused(tmp_path):
+    cifar_classifier, mnist_generator = _cifar_classifier_and_mnist_generator(tmp_path)
+    message = "the classifier was trained on cifar10, but the generator on mnist; pair models trained on one dataset"
+    with pytest.raises(ValueError, match=message):
+        defend(cifar_classifier, mnist_generator, **OPTIONS)
+    with pytest.raises(ValueError, match=message):
+        art_classifier(cifar_classifier, mnist_generator, **OPTIONS)

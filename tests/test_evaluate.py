@@ -1,4 +1,5 @@
 import json
+import os
 import sys
 
 import numpy as np
@@ -11,6 +12,8 @@ from defense_hgan.evaluation import (
     THREATS, Defense, ExpectedDefended, attack_row, evaluate, gan_defense, threat_estimator, wilson_interval,
 )
 from defense_hgan import defense as defense_module
+from defense_hgan.checkpoints import file_sha256
+from defense_hgan.locking import FolderInUseError, output_lock
 from defense_hgan.report import read_results, write_results
 from defense_hgan.sanity import sanity_checks
 from tests.test_attacks import SHAPE, blobs, trained_classifier
@@ -142,7 +145,8 @@ def test_results_files_hold_every_field_for_every_attack_and_threat(classifier, 
                        seed=7, test_set_size=1000, progress=False)
     write_results(results, tmp_path)
     saved = json.loads((tmp_path / "results.json").read_text())
-    assert saved["subset"] == {"n": 20, "of": 1000, "selection": "the first n images of the test set"}
+    assert saved["subset"] == {"n": 20, "of": 1000, "selection": "the first n images of the test set",
+                               "label_counts": [2] * 10}
     assert saved["seed"] == 7 and saved["defense"]["L"] == 3 and saved["sanity"] is None
     runs = [(row["attack"], row["threat"]) for row in saved["rows"]]
     assert runs == [("none", "none")] + [(a, t) for a in ("fgsm", "pgd", "cw") for t in THREATS]
@@ -157,7 +161,8 @@ def test_results_files_hold_every_field_for_every_attack_and_threat(classifier, 
     assert saved["rows"][3]["settings"]["eot_samples"] == 2
     assert saved["pending"] == [] and saved["defense"]["attacker_L"] == 3
     markdown = (tmp_path / "results.md").read_text()
-    assert "the first 20 of 1000 test images" in markdown and "95% Wilson" in markdown and "seed 7" in markdown
+    assert "the first 20 of 1000 test images (per class: 2, 2, 2, 2, 2, 2, 2, 2, 2, 2)" in markdown
+    assert "95% Wilson" in markdown and "seed 7" in markdown
     assert "L=3, R=2" in markdown and "| pgd | bpda-eot | " in markdown and "iters 5, inits 1, eot 2 |" in markdown
     assert markdown.count("\n| ") == 2 + len(saved["rows"]) - 1 and "| cw | bpda-eot |" in markdown
 
@@ -390,15 +395,20 @@ def _cli(monkeypatch, *args):
     main()
 
 
+@pytest.mark.filterwarnings("ignore:the subset evaluated")
 def test_cli_writes_results_and_refuses_bad_names_in_one_line(mnist_root, tmp_path, monkeypatch):
     classifier, generator = _checkpoints(tmp_path)
     common = ["--classifier", classifier, "--generator", generator, "--data-root", str(mnist_root),
               "--L", "2", "--R", "1", "--n", "4", "--device", "cpu"]
     out = tmp_path / "eval"
-    _cli(monkeypatch, *common, "--attacks", "fgsm,pgd", "--threat", "oblivious,bpda", "--eps", "8/255",
-         "--settings", "{pgd: {max_iter: 2}}", "--out", str(out))
+    with pytest.warns(UserWarning, match=r"the subset evaluated \(the first 4 test images\): its labels are far "
+                                         r".*label counts \[1, 1, 1, 1, 0, 0, 0, 0, 0, 0\] against \[4, 4, 3,"):
+        _cli(monkeypatch, *common, "--attacks", "fgsm,pgd", "--threat", "oblivious,bpda", "--eps", "8/255",
+             "--settings", "{pgd: {max_iter: 2}}", "--out", str(out))
     saved = json.loads((out / "results.json").read_text())
     assert saved["subset"]["n"] == 4 and saved["subset"]["of"] == 32 and saved["classifier"] == classifier
+    assert saved["subset"]["label_counts"] == [1, 1, 1, 1, 0, 0, 0, 0, 0, 0]
+    assert saved["sha256"] == {"classifier": file_sha256(classifier), "generator": file_sha256(generator)}
     assert len(saved["rows"]) == 5 and saved["rows"][1]["settings"]["eps"] == pytest.approx(8 / 255)
     assert saved["rows"][3]["settings"]["max_iter"] == 2 and (out / "results.md").is_file()
     assert saved["defense"]["attacker_L"] == 2 and saved["rows"][4]["settings"]["attacker_R"] == 1
@@ -421,7 +431,7 @@ def test_cli_writes_results_and_refuses_bad_names_in_one_line(mnist_root, tmp_pa
                                    "expected some of ['oblivious', 'bpda', 'bpda-eot']")
     with pytest.raises(SystemExit) as mismatch:
         _cli(monkeypatch, *common, "--dataset", "fashion-mnist", "--out", str(out))
-    assert "was trained on mnist, but --dataset is fashion-mnist" in str(mismatch.value.code)
+    assert "was trained on mnist, but the dataset is fashion-mnist" in str(mismatch.value.code)
 
 
 def test_sanity_measurements_run_in_chunks_and_resume_mid_measurement(classifier, tmp_path):
@@ -442,3 +452,81 @@ def test_sanity_measurements_run_in_chunks_and_resume_mid_measurement(classifier
     assert defense.purify.calls == 2 + 4 * 3  # the first measurement's last two chunks, then four more
     assert resumed["sanity_partial"] == {} and resumed["sanity"]["passed"] == full["sanity"]["passed"]
     assert without_seconds(resumed["sanity_rows"]) == without_seconds(full["sanity_rows"])
+
+
+def test_a_checkpoint_spelled_otherwise_resumes_and_a_replaced_one_is_refused(classifier, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "zoo").mkdir()
+    (tmp_path / "zoo" / "g.pt").write_bytes(b"the first generator")
+    options = {"attacks": "fgsm", "threats": "oblivious", "out": tmp_path / "out"}
+    first = resumable(classifier, gan_defense(TinyGenerator(), **PROJECTION), sources={"generator": "zoo/g.pt"},
+                      **options)
+    defense = counted(gan_defense(TinyGenerator(), **PROJECTION))
+    again = resumable(classifier, defense, sources={"generator": "./zoo/g.pt"}, **options)
+    assert defense.purify.calls == 0 and again["rows"] == first["rows"]  # the same bytes: resumed, not rerun
+    assert again["generator"] == "zoo/g.pt" and again["sha256"] == {"generator": file_sha256("zoo/g.pt")}
+    (tmp_path / "zoo" / "g.pt").write_bytes(b"another generator at the same path")
+    before = (tmp_path / "out" / "results.json").read_text()
+    with pytest.raises(ValueError, match=r"holds an evaluation with generator 'zoo/g.pt' of sha256 \w{12}, but that "
+                                         r"file has changed since: it was replaced \(sha256 \w{12}\); rerun"):
+        resumable(classifier, defense, sources={"generator": "zoo/g.pt"}, **options)
+    assert (tmp_path / "out" / "results.json").read_text() == before and defense.purify.calls == 0
+
+
+def test_results_of_an_older_version_are_refused_until_vouched_for(classifier, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "g.pt").write_bytes(b"a generator")
+    options = {"attacks": "fgsm", "threats": "oblivious", "out": tmp_path / "out", "sources": {"generator": "g.pt"}}
+    first = resumable(classifier, gan_defense(TinyGenerator(), **PROJECTION), **options)
+    older = {k: v for k, v in first.items() if k != "sha256"}  # as an older version wrote it: paths only,
+    older["subset"] = {k: v for k, v in first["subset"].items() if k != "label_counts"}  # no label counts
+    (tmp_path / "out" / "results.json").write_text(json.dumps(older))
+    defense = counted(gan_defense(TinyGenerator(), **PROJECTION))
+    with pytest.raises(ValueError, match=r"generator 'g.pt' recorded by path only \(an older version wrote it\), so "
+                                         r"this run cannot check .*; if it is, add .*\"sha256\"") as refused:
+        resumable(classifier, defense, **options)
+    vouched = json.loads(str(refused.value).split("add ", 1)[1].split(" to ", 1)[0])
+    (tmp_path / "out" / "results.json").write_text(json.dumps({**older, **vouched}))
+    assert resumable(classifier, defense, **options)["rows"] == first["rows"] and defense.purify.calls == 0
+
+
+def test_committed_results_still_read_and_render():
+    from pathlib import Path
+
+    from defense_hgan.report import results_markdown
+
+    for path in sorted(Path(__file__).resolve().parents[1].glob("benchmarks/results/paper_tables/*/*")):
+        results = read_results(path)
+        assert results["rows"] and "sha256" not in results and "test images" in results_markdown(results)
+
+
+def test_an_out_locked_by_another_run_is_refused_before_any_work(classifier, tmp_path):
+    defense = counted(gan_defense(TinyGenerator(), **PROJECTION))
+    with output_lock(tmp_path / "out"):
+        with pytest.raises(FolderInUseError, match=f"in use by another run \\(pid {os.getpid()}\\)"):
+            resumable(classifier, defense, tmp_path / "out")
+    assert defense.purify.calls == 0 and not (tmp_path / "out" / "results.json").exists()
+
+
+def test_a_classifier_or_generator_of_another_dataset_is_refused(tmp_path):
+    images, labels = blobs(1)
+    cifar = trained_classifier()
+    cifar.dataset = "cifar10"  # as load_classifier marks a CIFAR-10 checkpoint
+    with pytest.raises(ValueError, match="the classifier was trained on cifar10, but the dataset is mnist"):
+        evaluate(cifar, no_defense(), images, labels, dataset="mnist", attacks="fgsm", progress=False)
+    generator = TinyGenerator()
+    generator.dataset = "cifar10"
+    with pytest.raises(ValueError, match="the generator was trained on cifar10, but the dataset is mnist"):
+        evaluate(trained_classifier(), gan_defense(generator, **PROJECTION), images, labels, dataset="mnist",
+                 attacks="fgsm", progress=False)
+
+
+def test_cli_refuses_an_out_that_is_a_file_in_one_line(mnist_root, tmp_path, monkeypatch):
+    classifier, generator = _checkpoints(tmp_path)
+    (tmp_path / "results").write_text("a file, not a folder")
+    with pytest.raises(SystemExit) as refused:
+        _cli(monkeypatch, "--classifier", classifier, "--generator", generator, "--data-root", str(mnist_root),
+             "--L", "1", "--R", "1", "--n", "10", "--attacks", "fgsm", "--threat", "oblivious", "--device", "cpu",
+             "--out", str(tmp_path / "results"))
+    assert str(refused.value.code) == (f"error: {tmp_path / 'results'} must be a folder, but {tmp_path / 'results'} "
+                                       "is a file; choose another output folder (--out)")

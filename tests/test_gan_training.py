@@ -1,5 +1,7 @@
 import json
 import math
+import os
+import shutil
 import subprocess
 import sys
 
@@ -12,6 +14,7 @@ from defense_hgan.cli import main
 from defense_hgan.gan_training import GanConfig, TrainingDiverged, train_generator
 from defense_hgan.generator_io import load_generator
 from defense_hgan.generators import GENERATOR_MODELS, TEACHER_MODELS, Training
+from defense_hgan.locking import FolderInUseError, output_lock
 
 TINY_TEACHER = {"nr_filters": 8, "nr_logistic_mix": 2}
 
@@ -66,6 +69,42 @@ def test_resume_refuses_a_run_with_other_settings(mnist_root, tmp_path):
         train_generator(tiny("dcgan", mnist_root, tmp_path / "run"))
     with pytest.raises(ValueError, match="holds no training_state.pt"):
         train_generator(tiny("dcgan", mnist_root, tmp_path / "elsewhere", resume=True))
+
+
+def test_a_copy_of_a_finished_model_is_not_overwritten_without_overwrite(mnist_root, tmp_path):
+    train_generator(tiny("dcgan", mnist_root, tmp_path / "zoo", snapshot_every=1))
+    copy = tmp_path / "copy"  # what a zoo/ folder holds: the generator and its metrics, no training state
+    copy.mkdir()
+    for name in ("generator.pt", "metrics.json"):
+        shutil.copy(tmp_path / "zoo" / name, copy / name)
+    before = {name: (copy / name).read_bytes() for name in ("generator.pt", "metrics.json")}
+    with pytest.raises(ValueError, match=r"copy already holds a trained generator \(generator.pt\); pass --overwrite "
+                                         r"to replace it, or choose another --out"):
+        train_generator(tiny("dcgan", mnist_root, copy, seed=1))
+    assert {name: (copy / name).read_bytes() for name in before} == before
+    with pytest.raises(ValueError, match="pass --resume .* or --overwrite .*, not both"):
+        train_generator(tiny("dcgan", mnist_root, tmp_path / "zoo", resume=True, overwrite=True))
+    metrics = train_generator(tiny("dcgan", mnist_root, tmp_path / "zoo", steps=1, seed=1, overwrite=True))
+    assert metrics["steps"] == 1 and metrics["seed"] == 1
+    assert load_checkpoint(tmp_path / "zoo" / "training_state.pt", "generator-training")["step"] == 1
+    assert not (tmp_path / "zoo" / "snapshots").exists()  # the old run's snapshots went with it
+    assert sorted(p.name for p in (tmp_path / "zoo" / "samples").iterdir()) == ["step_000001.png"]
+
+
+def test_cli_overwrite_replaces_the_model(monkeypatch, mnist_root, tmp_path):
+    flags = ["--steps", 1, "--batch-size", 4, "--data-root", mnist_root, "--out", tmp_path / "run", "--device", "cpu"]
+    _cli(monkeypatch, *flags)
+    with pytest.raises(SystemExit, match="already holds a trained generator"):
+        _cli(monkeypatch, *flags, "--seed", 1)
+    _cli(monkeypatch, *flags, "--seed", 1, "--overwrite")
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["seed"] == 1
+
+
+def test_a_second_run_into_a_locked_out_is_refused_before_training(mnist_root, tmp_path):
+    with output_lock(tmp_path / "run"):
+        with pytest.raises(FolderInUseError, match=f"pid {os.getpid()}"):
+            train_generator(tiny("dcgan", mnist_root, tmp_path / "run"))
+    assert [p.name for p in (tmp_path / "run").iterdir()] == [".defense-hgan.lock"]
 
 
 def _diverging(at_step, loss):

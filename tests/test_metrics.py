@@ -145,16 +145,18 @@ def test_generator_metrics_end_to_end():
     torch.manual_seed(0)
     generator, classifier = TinyGenerator(), build_classifier("mnist", "d")
     test_images = torch.rand(40, 1, 28, 28, generator=torch.Generator().manual_seed(1))
-    result = generator_metrics(generator, classifier, test_images, n_samples=30, n_project=3, L=2, R=2,
-                               batch_size=16, progress=False)
+    with pytest.warns(UserWarning, match="n_samples=30 is below 1000"):
+        result = generator_metrics(generator, classifier, test_images, n_samples=30, n_project=3, L=2, R=2,
+                                   batch_size=16, progress=False)
     assert {"mode_kl", "mode_chi_square", "classifier_fd", "projection_mse", "sample_histogram",
             "reference_histogram", "n_samples", "n_project", "L", "R", "seed"} <= set(result)
     assert sum(result["sample_histogram"]) == 30 and sum(result["reference_histogram"]) == 40
     assert all(math.isfinite(result[k]) and result[k] >= 0
                for k in ("mode_kl", "mode_chi_square", "classifier_fd", "projection_mse"))
     assert classifier.training  # the caller's mode is restored
-    again = generator_metrics(generator, classifier, test_images, n_samples=30, n_project=3, L=2, R=2,
-                              batch_size=7, progress=False)
+    with pytest.warns(UserWarning, match="meaningless"):
+        again = generator_metrics(generator, classifier, test_images, n_samples=30, n_project=3, L=2, R=2,
+                                  batch_size=7, progress=False)
     for key, value in result.items():  # seeded, and independent of the batch size
         assert again[key] == (pytest.approx(value) if isinstance(value, float) else value)
 
@@ -164,6 +166,7 @@ def test_generator_metrics_refuse_images_of_another_shape():
         generator_metrics(TinyGenerator(), build_classifier("mnist", "d"), torch.rand(4, 3, 28, 28), n_samples=4)
 
 
+@pytest.mark.filterwarnings("ignore:n_samples=4 is below")
 def test_generator_metrics_refuse_a_classifier_for_another_image_size():
     classifier_of_10_pixels = nn.Sequential(nn.Flatten(), nn.Linear(10, 10))
     with pytest.raises(ValueError, match="classifier cannot take"):
@@ -199,7 +202,14 @@ def test_cli_metrics_prints_and_writes_json(checkpoints, mnist_root):
     assert "mode_kl" in result.stdout and "classifier_fd" in result.stdout
     metrics = json.loads(out.read_text())
     assert metrics["dataset"] == "mnist" and metrics["n_samples"] == 20 and metrics["n_project"] == 2
+    assert "n_samples=20 is below 1000" in result.stderr and "meaningless" in result.stderr
     assert sum(metrics["reference_histogram"]) == 32  # the synthetic test split
+
+
+def test_cli_metrics_refuses_fewer_than_two_samples(checkpoints, mnist_root):
+    result = run_metrics(checkpoints, mnist_root, "--classifier", str(checkpoints / "classifier.pt"), "--n-samples", "1")
+    assert result.returncode != 0
+    assert "--n-samples must be an integer >= 2, got '1'" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_cli_metrics_refuses_a_classifier_of_another_dataset(checkpoints, mnist_root):

@@ -34,3 +34,15 @@ def test_notebook_runs_top_to_bottom_in_tiny_mode(name):
     if name == "sweep_figures.ipynb":
         text = "".join(output.get("text", "") for output in outputs)
         assert "CIFAR-10: no sweep CSV at" in text and "s/image" in text
+
+
+@pytest.mark.parametrize("name", RUNNER.NOTEBOOKS)
+def test_notebook_data_root_honours_the_environment(name, monkeypatch, tmp_path):
+    import nbformat
+
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    parameters = next(cell for cell in nb.cells if "parameters" in cell.metadata.get("tags", []))
+    monkeypatch.setenv("DEFENSE_HGAN_DATA", str(tmp_path))
+    namespace = {}
+    exec(parameters.source, namespace)
+    assert namespace.get("DATA_ROOT", str(tmp_path)) == str(tmp_path)

@@ -180,9 +180,11 @@ def test_bad_images_are_refused_with_what_was_expected(generator, x, error, word
     ({"R": 2.5}, "R must be a positive integer"),
     ({"optimizer": "lbfgs"}, "adam"),
     ({"schedule": "linear"}, "cosine"),
-    ({"lr": -1.0}, "lr must be positive"),
+    ({"lr": -1.0}, "lr must be a positive finite number, got -1.0"),
+    ({"lr": float("inf")}, "lr must be a positive finite number, got inf"),
     ({"early_stop": -0.1}, "tolerance"),
     ({"z0": torch.zeros(2, 3, 8)}, r"\(2, 1, 8\)"),
+    ({"z0": torch.full((2, 1, 8), float("nan"))}, "z0 must be finite, got 16 NaN or infinite values of 16"),
 ])
 def test_bad_options_are_refused(generator, options, words):
     options = {"L": 1, "R": 1, **options}

@@ -1,5 +1,8 @@
 import csv
+import json
+import os
 import sys
+from pathlib import Path
 
 import matplotlib
 import pytest
@@ -7,12 +10,14 @@ import torch
 
 from classifiers import build_classifier
 from defense_hgan import cli, evaluation, projection
+from defense_hgan.checkpoints import file_sha256
 from defense_hgan.classifier_io import save_classifier
 from defense_hgan.evaluation import attack_row, gan_defense
 from defense_hgan.generator_io import save_generator
 from defense_hgan.generators import build_generator
 from defense_hgan.plots import cost_table, figure5, load_sweep, show_reconstructions, time_figure
-from defense_hgan.sweep import COLUMNS, CSV_NAME, SweepGenerator, parse_grid, run_sweep
+from defense_hgan.locking import FolderInUseError, output_lock
+from defense_hgan.sweep import CONTENT_COLUMNS, COLUMNS, CSV_NAME, SweepGenerator, parse_grid, run_sweep
 from tests.test_attacks import blobs, trained_classifier
 from tests.test_projection import TinyGenerator
 
@@ -183,6 +188,7 @@ def test_repeated_and_comma_separated_generator_flags(monkeypatch):
     assert cli._repeated_flag("generator", ("e.pt", "f.pt")) == ["e.pt", "f.pt"]
 
 
+@pytest.mark.filterwarnings("ignore:the subset swept")
 def test_cli_sweep_writes_and_resumes_the_csv(mnist_root, tmp_path, monkeypatch, capsys):
     for i, model in enumerate(("dcgan", "wgan-gp")):
         options = {"latent_dim": 8, "width": 4}
@@ -192,7 +198,8 @@ def test_cli_sweep_writes_and_resumes_the_csv(mnist_root, tmp_path, monkeypatch,
                "--generator", str(tmp_path / "g1.pt"), "--L", "2,3", "--R", "1", "--n", "6", "--data-root",
                str(mnist_root), "--out", str(tmp_path / "out"), "--device", "cpu"]
     monkeypatch.setattr(sys, "argv", command)
-    cli.main()  # fire reads sys.argv, as python -m defense_hgan does
+    with pytest.warns(UserWarning, match=r"the subset swept \(the first 6 test images\): its labels are far"):
+        cli.main()  # fire reads sys.argv, as python -m defense_hgan does
     with open(tmp_path / "out" / CSV_NAME, newline="") as f:
         rows = list(csv.DictReader(f))
     assert [(r["generator_model"], r["L"], r["R"], r["n"]) for r in rows] == [
@@ -201,3 +208,53 @@ def test_cli_sweep_writes_and_resumes_the_csv(mnist_root, tmp_path, monkeypatch,
     monkeypatch.setattr(sys, "argv", command + ["--seed", "1"])
     with pytest.raises(SystemExit, match="error: .* seed 0, but this one has 1"):
         cli.main()
+
+
+def test_a_checkpoint_spelled_otherwise_resumes_and_a_replaced_one_is_refused(classifier, tmp_path, monkeypatch,
+                                                                              counts):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "zoo").mkdir()
+    for name in ("g.pt", "c.pt"):
+        (tmp_path / "zoo" / name).write_bytes(f"the first {name}".encode())
+    module = TinyGenerator(0)
+    first = sweep(classifier, [SweepGenerator("zoo/g.pt", "tiny", module)], "out", L=2, R=1,
+                  classifier_name="zoo/c.pt")
+    again = sweep(classifier, [SweepGenerator("./zoo/g.pt", "tiny", module)], "out", L=[2, 3], R=1,
+                  classifier_name=str(tmp_path / "zoo" / "c.pt"))
+    assert counts["project"] == 2 and again[0] == first[0]  # only L=3 is new
+    assert [row["generator"] for row in again] == ["zoo/g.pt"] * 2  # one generator, one name
+    assert again[1]["generator_sha256"] == file_sha256("zoo/g.pt")
+    assert again[1]["classifier_sha256"] == file_sha256("zoo/c.pt")
+    (tmp_path / "zoo" / "g.pt").write_bytes(b"another generator at the same path")
+    with pytest.raises(ValueError, match=r"holds a sweep with generator 'zoo/g.pt' of sha256 \w{12}, but that file "
+                                         r"has changed since: it was replaced"):
+        sweep(classifier, [SweepGenerator("zoo/g.pt", "tiny", module)], "out", L=2, R=1, classifier_name="zoo/c.pt")
+    (tmp_path / "zoo" / "c.pt").write_bytes(b"another classifier")
+    with pytest.raises(ValueError, match="holds a sweep with classifier 'zoo/c.pt' of sha256 .* replaced"):
+        sweep(classifier, [SweepGenerator("zoo/g.pt", "tiny", module)], "out", L=2, R=1, classifier_name="zoo/c.pt")
+    assert counts["project"] == 2
+
+
+def test_a_csv_of_an_older_version_reads_and_refuses_files_it_cannot_check(classifier, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "g.pt").write_bytes(b"a generator")
+    rows = sweep(classifier, [SweepGenerator("g.pt", "tiny", TinyGenerator(0))], "out", L=2, R=1)
+    assert rows[0]["label_counts"] == json.dumps([2] * 10)  # blobs(2): two images of each class
+    older = COLUMNS[:-len(CONTENT_COLUMNS)]
+    with open("out/sweep.csv", "w", newline="") as f:  # as an older version wrote it: no content columns
+        writer = csv.DictWriter(f, older, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    assert [{k: v for k, v in row.items() if k in older} for row in load_sweep("out/sweep.csv")] == \
+        [{k: v for k, v in row.items() if k in older} for row in rows]
+    assert load_sweep("out/sweep.csv")[0]["generator_sha256"] == ""
+    with pytest.raises(ValueError, match="generator 'g.pt' recorded by path only .* cannot check that 'g.pt'"):
+        sweep(classifier, [SweepGenerator("g.pt", "tiny", TinyGenerator(0))], "out", L=2, R=1)
+    assert len(load_sweep(Path(__file__).resolve().parents[1] / "benchmarks/results/sweep-mnist/sweep.csv")) > 0
+
+
+def test_a_folder_locked_by_another_run_is_refused(classifier, generators, tmp_path, counts):
+    with output_lock(tmp_path):
+        with pytest.raises(FolderInUseError, match=f"pid {os.getpid()}"):
+            sweep(classifier, generators[:1], tmp_path)
+    assert counts["project"] == 0 and not (tmp_path / CSV_NAME).exists()

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The long MNIST generator runs (issue 23), kept outside the work tree and carried between machines.
+#
+#   bash benchmarks/long_run.sh train MODEL [STEPS]  start or continue MODEL's run in $RUNS/mnist/MODEL, one torch
+#                                                    thread, in the background; a run saved in zoo/training/ is
+#                                                    restored first when this machine has none
+#   bash benchmarks/long_run.sh curve MODEL          score the run's new snapshots (benchmarks/training_curve.py)
+#   bash benchmarks/long_run.sh save MODEL           copy the run's training state and last generator into
+#                                                    zoo/training/mnist-MODEL/, so a fresh machine continues it
+#
+# RUNS defaults to ~/dh-runs; DATA (the data root) to data/ in the checkout.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+action=${1:?usage: long_run.sh train|curve|save MODEL [STEPS]}
+model=${2:?usage: long_run.sh train|curve|save MODEL [STEPS]}
+steps=${3:-100000}
+runs=${RUNS:-$HOME/dh-runs}
+data=${DATA:-$PWD/data}
+run=$runs/mnist/$model
+saved=zoo/training/mnist-$model
+batch=64
+[ "$model" = wgan-gp ] && batch=50  # Defense-GAN's reference configuration trains its WGAN-GP at batch 50
+
+case $action in
+  train)
+    mkdir -p "$run"
+    if [ ! -f "$run/training_state.pt" ] && [ -f "$saved/training_state.pt" ]; then
+      cp "$saved/training_state.pt" "$run/"
+      echo "restored $run from $saved"
+    fi
+    resume=()
+    [ -f "$run/training_state.pt" ] && resume=(--resume)
+    OMP_NUM_THREADS=1 nohup python -m defense_hgan train-generator --model "$model" --dataset mnist \
+      --steps "$steps" --batch-size "$batch" --sample-every 1000 --checkpoint-every 200 --snapshot-every 1000 \
+      --seed 0 --device cpu --data-root "$data" --out "$run" "${resume[@]}" >> "$run.log" 2>&1 &
+    echo "training $model in $run (log $run.log, pid $!)"
+    ;;
+  curve)
+    OMP_NUM_THREADS=1 python benchmarks/training_curve.py score "$run" --classifier zoo/mnist-a/classifier.pt \
+      --data-root "$data" --out "benchmarks/results/training_curves/mnist-$model.csv"
+    ;;
+  save)
+    mkdir -p "$saved"
+    cp "$run/training_state.pt" "$run/generator.pt" "$saved/"
+    echo "saved $run -> $saved ($(du -sh "$saved" | cut -f1))"
+    ;;
+  *)
+    echo "unknown action $action; expected train, curve or save" >&2
+    exit 2
+    ;;
+esac

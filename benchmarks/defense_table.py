@@ -70,7 +70,7 @@ def dataset_table(dataset: str, runs: list[Run]) -> list[str]:
     paper = PAPER.get(dataset, {})
     largest = max(runs, key=lambda run: (run.threat == "oblivious", run.results["subset"]["n"])).results
     bare = {row["attack"]: row for row in largest["rows"] if row["threat"] in ("none", "oblivious")}
-    rows = [[f"none (classifier `{largest['classifier']}`)", "-", largest["subset"]["n"]]
+    rows = [[f"none (classifier `{largest['classifier']}`){_airplanes_only(largest)}", "-", largest["subset"]["n"]]
             + [_accuracy(bare.get(attack), "undefended") for attack in COLUMNS]]
     ours = _ours(dataset, runs)
     for name, numbers in paper.items():
@@ -114,7 +114,8 @@ def _accuracy(row: dict | None, which: str = "defended") -> str:
 def _our_row(run: Run) -> list:
     by_attack = {row["attack"]: row for row in run.results["rows"] if row["threat"] in ("none", run.threat)}
     label = (f"{_name(run.model)} (ours, {run.model})" + (" **incomplete**" if run.results.get("pending") else "")
-             + (" **sanity checks failed**" if _failed_checks(run.results) else ""))
+             + (" **sanity checks failed**" if _failed_checks(run.results) else "")
+             + _airplanes_only(run.results))
     return [label, run.threat, run.results["subset"]["n"]] + [_accuracy(by_attack.get(attack)) for attack in COLUMNS]
 
 
@@ -126,10 +127,21 @@ def _note(run: Run) -> str:
         if k not in ("batch_size", "verbose", "attacker_L", "attacker_R")) for row in results["rows"] if row["attack"] != "none")
     attacker = f", attacker's projection L={d['attacker_L']}, R={d['attacker_R']}" if run.threat != "oblivious" else ""
     pending = f" Still to run: {', '.join(results['pending'])}." if results.get("pending") else ""
+    if _airplanes_only(results):
+        pending += (" Measured before CIFAR-10 was read class-interleaved: its test images are all airplanes,"
+                    " so the row describes one class; it is re-measured with the trained generators.")
     return (f"- {_name(run.model)} (ours, {run.model}), {run.threat}: generator `{results.get('generator')}`, "
             f"L={d['L']}, R={d['R']}, seed {results['seed']}{attacker}, {results['seconds'] / 60:.0f} min "
             f"of compute{'; ' + described if described else ''}.{_sanity(results)}{pending} "
             f"Full results: `{run.path.with_suffix('.md')}`.")
+
+
+def _airplanes_only(results: dict) -> str:
+    """' **airplanes only**' for a CIFAR-10 run from before the class-interleaved order (it recorded no label
+    counts), whose first 1,000 test images were all airplanes; '' otherwise."""
+    subset = results["subset"]
+    old = results.get("dataset") == "cifar10" and "label_counts" not in subset and subset["n"] <= 1000
+    return " **airplanes only**" if old else ""
 
 
 def _sanity(results: dict) -> str:

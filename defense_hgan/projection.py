@@ -54,6 +54,7 @@ def project(
     lr: float | None = None,
     schedule: str = "step",
     early_stop: float | None = None,
+    prior_weight: float = 0.0,
     bf16: bool = False,
     channels_last: bool = False,
     compile: bool = False,
@@ -68,6 +69,9 @@ def project(
     ``schedule`` is "step" (x0.1 after 80% of L, Defense-GAN's), "cosine" or
     "constant". ``early_stop=tol`` ends a chunk once its mean best-restart
     error fell by less than the fraction tol over the last 10 steps.
+    ``prior_weight=w`` adds w * ||z||^2 / latent_dim to each latent's loss (a
+    MAP projection under z ~ N(0, I) that keeps z near the prior, a lever
+    against fitting an attack); 0, Defense-GAN's, leaves the plain MSE.
     ``bf16`` runs the generator under bf16 autocast (the returned images and
     errors are always fp32); ``channels_last`` and ``compile`` are speed
     options whose worth depends on the generator and device. The same x and
@@ -85,6 +89,8 @@ def project(
     if max_batch is None:
         max_batch = DEFAULT_MAX_BATCH["cpu" if x.device.type == "cpu" else "gpu"]
     lr = _check_options(L, R, optimizer, lr, schedule, early_stop, max_batch)
+    if not (math.isfinite(prior_weight) and prior_weight >= 0):
+        raise ValueError(f"prior_weight must be a finite number >= 0, got {prior_weight!r}")
     # A clone outside inference mode, so descent works even when the caller is in torch.inference_mode().
     with torch.inference_mode(False):
         target = x.detach().to(torch.float32).clone()
@@ -97,7 +103,7 @@ def project(
         run = torch.compile(generator) if compile else generator
         chunks = [
             _descend(run, target[i : i + images_per_chunk], z0[i : i + images_per_chunk],
-                     L, optimizer, lr, schedule, early_stop, bf16, bar)
+                     L, optimizer, lr, schedule, early_stop, prior_weight, bf16, bar)
             for i in starts
         ]
     bar.close()
@@ -165,7 +171,7 @@ def _check_options(L, R, optimizer, lr, schedule, early_stop, max_batch) -> floa
     return lr
 
 
-def _descend(generator, target, z0, L, optimizer, lr, schedule, early_stop, bf16, bar):
+def _descend(generator, target, z0, L, optimizer, lr, schedule, early_stop, prior_weight, bf16, bar):
     """Descend one chunk's B x R latents together; return its best restarts (images, z, error, steps)."""
     b, r, d = z0.shape
     z = z0.reshape(b * r, d).clone().requires_grad_(True)  # (B*R, d), image-major
@@ -177,7 +183,8 @@ def _descend(generator, target, z0, L, optimizer, lr, schedule, early_stop, bf16
         with autocast(z.device, bf16):
             recon = generator(z)
         error = _mse(recon.float(), target, r)  # (B, R)
-        (z.grad,) = torch.autograd.grad(error.sum(), z)
+        loss = error.sum() + prior_weight * z.square().sum() / d if prior_weight else error.sum()
+        (z.grad,) = torch.autograd.grad(loss, z)
         opt.step()
         sched.step()
         bar.update()

@@ -183,6 +183,8 @@ def test_bad_images_are_refused_with_what_was_expected(generator, x, error, word
     ({"lr": -1.0}, "lr must be a positive finite number, got -1.0"),
     ({"lr": float("inf")}, "lr must be a positive finite number, got inf"),
     ({"early_stop": -0.1}, "tolerance"),
+    ({"prior_weight": -1.0}, "prior_weight must be a finite number >= 0"),
+    ({"prior_weight": float("nan")}, "prior_weight must be a finite number >= 0"),
     ({"z0": torch.zeros(2, 3, 8)}, r"\(2, 1, 8\)"),
     ({"z0": torch.full((2, 1, 8), float("nan"))}, "z0 must be finite, got 16 NaN or infinite values of 16"),
 ])
@@ -190,3 +192,11 @@ def test_bad_options_are_refused(generator, options, words):
     options = {"L": 1, "R": 1, **options}
     with pytest.raises(ValueError, match=words):
         project(generator, noise(2), **options)
+
+
+def test_a_prior_weight_keeps_latents_nearer_the_prior_at_some_cost_in_error(generator):
+    plain = project(generator, noise(8), L=40, R=2, seed=0)
+    held = project(generator, noise(8), L=40, R=2, seed=0, prior_weight=1.0)
+    assert held.z.norm(dim=1).mean() < plain.z.norm(dim=1).mean()
+    assert held.error.mean() >= plain.error.mean()
+    assert torch.equal(project(generator, noise(8), L=40, R=2, seed=0, prior_weight=0.0).z, plain.z)

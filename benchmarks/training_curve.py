@@ -34,7 +34,7 @@ from defense_hgan.atomic import atomic_write
 from defense_hgan.evaluation import accuracy, craft
 from defense_hgan.metrics import generator_metrics
 from defense_hgan.sweep import generator_from_checkpoint
-from measure import machine
+from measure import machine, markdown_table, write_report
 
 RESULTS = Path(__file__).resolve().parent / "results" / "training_curves"
 SNAPSHOT = re.compile(r"step_(\d+)\.pt")
@@ -146,6 +146,23 @@ def plot(args) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=110)
     print(f"wrote {args.out}")
+    if args.table:
+        write_report(curve_tables(args.csvs, args.out), args.table)
+
+
+def curve_tables(csvs: list[Path], figure: Path) -> str:
+    """The CSVs as markdown tables, one per run, with what every row shares."""
+    lines = ["# Training curves\n", f"Made by `benchmarks/training_curve.py` (figure: `{figure}`).\n"]
+    for csv_path in csvs:
+        rows = read_rows(csv_path)
+        first = rows[0]
+        lines += [f"## {csv_path.stem}\n",
+                  f"{first['model']} on {first['dataset']}; the first {first['n']} test images, L={first['L']}, "
+                  f"R={first['R']}, seed {first['seed']}, oblivious {first['attack'].upper()}; mode KL and "
+                  f"classifier FD on {first['n_samples']} samples; machine: {first['machine']}. From `{csv_path}`.\n",
+                  *markdown_table(["step", *RESULTS_COLUMNS],
+                                  [[row["step"], *(row[column] for column in RESULTS_COLUMNS)] for row in rows])]
+    return "\n".join(lines)
 
 
 def main(argv=None) -> None:
@@ -167,6 +184,7 @@ def main(argv=None) -> None:
     plotting = commands.add_parser("plot", help="plot CSVs against the training step")
     plotting.add_argument("csvs", type=Path, nargs="+")
     plotting.add_argument("--out", type=Path, required=True)
+    plotting.add_argument("--table", type=Path, help="also write the CSVs as markdown tables here")
     args = parser.parse_args(argv)
     score(args) if args.command == "score" else plot(args)
 

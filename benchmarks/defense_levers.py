@@ -48,6 +48,9 @@ def rec_classifier(classifier, generator, n: int, args):
     return tuned.eval()
 
 
+VARIANTS = ("paper", "prior", "L", "rec")
+
+
 def variant_row(name: str, generator, classifier, images, labels, args) -> list:
     start = time.perf_counter()
     kind, _, value = name.partition("=")
@@ -58,8 +61,6 @@ def variant_row(name: str, generator, classifier, images, labels, args) -> list:
         options["L"] = int(value)
     elif kind == "rec":
         classifier = rec_classifier(classifier, generator, int(value), args)
-    elif kind != "paper":
-        raise SystemExit(f"unknown variant {name!r}; expected paper, prior=W, L=K or rec=N")
     adversarial = craft(classifier, None, images, labels, attack="fgsm", threat="oblivious", dataset=args.dataset)
     row = [name, f"{accuracy(classifier, images, labels):.2f}", f"{accuracy(classifier, adversarial, labels):.2f}"]
     for batch in (images, adversarial):
@@ -73,8 +74,12 @@ def run(args) -> str:
     classifier = load_classifier(args.classifier, "cpu")
     images, labels = load_dataset(args.dataset, train=False, root=args.data_root)
     images, labels = images[: args.n], labels[: args.n]
+    names = args.variants.split(",")
+    unknown = [name for name in names if name.partition("=")[0] not in VARIANTS]
+    if unknown:  # before any work: a typo must not cost the variants before it
+        raise SystemExit(f"unknown variants {unknown}; expected paper, prior=W, L=K or rec=N")
     rows = []
-    for name in args.variants.split(","):
+    for name in names:
         rows.append(variant_row(name, generator, classifier, images, labels, args))
         print(rows[-1], flush=True)
     return "\n".join([

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import re
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ import torch
 
 from defense_hgan import load_classifier, load_dataset, project
 from defense_hgan.atomic import atomic_write
+from defense_hgan.checkpoints import file_sha256
 from defense_hgan.evaluation import accuracy, craft
 from defense_hgan.metrics import generator_metrics
 from defense_hgan.sweep import generator_from_checkpoint
@@ -42,10 +42,6 @@ SNAPSHOT = re.compile(r"step_(\d+)\.pt")
 SETTINGS = ("model", "dataset", "classifier_sha256", "n", "L", "R", "seed", "attack", "n_samples")
 RESULTS_COLUMNS = ("accuracy_clean", "accuracy_fgsm", "mse_clean", "mse_fgsm", "mode_kl", "classifier_fd", "seconds")
 COLUMNS = ("step", "snapshot_sha256", *SETTINGS, *RESULTS_COLUMNS, "machine")
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def snapshots(run: Path, every: int) -> list[tuple[int, Path]]:
@@ -65,7 +61,6 @@ def read_rows(out: Path) -> list[dict]:
 
 
 def write_rows(rows: list[dict], out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(out, newline="") as file:
         writer = csv.DictWriter(file, COLUMNS)
         writer.writeheader()
@@ -97,8 +92,15 @@ def score_snapshot(generator, classifier, images, labels, adversarial, test_imag
 def score(args) -> None:
     out = args.out or RESULTS / f"{args.dataset}-{args.run.name}.csv"
     rows = read_rows(out)
-    done = {(row["step"], row["snapshot_sha256"]) for row in rows}
-    todo = [(step, path) for step, path in snapshots(args.run, args.every) if (str(step), sha256(path)) not in done]
+    scored = {row["step"]: row["snapshot_sha256"] for row in rows}
+    todo = []
+    for step, path in snapshots(args.run, args.every):
+        digest = scored.get(str(step))
+        if digest is None:
+            todo.append((step, path))
+        elif digest != file_sha256(path):
+            raise SystemExit(f"{out} scored another snapshot at step {step} than {path}: the run was restarted; "
+                             f"choose another --out")
     if not todo:
         return
     device = torch.device(args.device)
@@ -109,10 +111,10 @@ def score(args) -> None:
     adversarial = craft(classifier, None, images, labels, attack="fgsm", threat="oblivious", dataset=args.dataset)
     for step, path in todo:
         _, model, generator = generator_from_checkpoint(path, device)
-        settings = dict(model=model, dataset=args.dataset, classifier_sha256=sha256(args.classifier), n=args.n,
+        settings = dict(model=model, dataset=args.dataset, classifier_sha256=file_sha256(args.classifier), n=args.n,
                         L=args.L, R=args.R, seed=args.seed, attack="fgsm", n_samples=args.n_samples)
         check_same_settings(rows, settings, out)
-        row = {"step": step, "snapshot_sha256": sha256(path), **settings,
+        row = {"step": step, "snapshot_sha256": file_sha256(path), **settings,
                **score_snapshot(generator, classifier, images, labels, adversarial, test_images, args),
                "machine": machine(device)}
         rows.append({key: str(value) for key, value in row.items()})

@@ -51,6 +51,8 @@ def check_command_line(commands: dict[str, Callable], argv: list[str], minimum: 
     for param, spelled, token in given:
         if param in hints:
             _check_value(f"--{spelled}", token, hints[param], minimum.get(param, 1))
+        elif token is None:  # unannotated parameters take values, never fire's bare True
+            raise CommandLineError(f"--{spelled} needs a value")
 
 
 def _split(args: list[str], params: list[str]) -> tuple[list[tuple[str, str, str | None]], list[str]]:

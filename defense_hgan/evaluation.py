@@ -280,6 +280,8 @@ def evaluate(classifier: nn.Module, defense: Defense, images: torch.Tensor, labe
         if stored is not None:
             _check_same_run(stored, results, list(sources), out)
             results.update({name: stored[name] for name in sources if name in stored})  # the first spelling stays
+            if "label_counts" not in stored["subset"]:  # an older run's counts are unknown: never stamp new ones on
+                results["subset"] = stored["subset"]
         sanity_used = _sanity_settings(dataset, settings)
         earlier = stored or {}
         partial = dict(earlier.get("partial") or {})  # the finished chunks of unfinished rows
@@ -398,9 +400,13 @@ def _check_same_run(stored: dict, results: dict, sources: list[str], out) -> Non
 
     Checkpoints compare by content (``checkpoint_difference``). Results of an
     older version recorded paths only: they are refused, saying how to vouch
-    for them; and no label counts, which are then not compared.
+    for them; and no label counts, which are then not compared (MNIST kept its
+    order) or, for CIFAR-10, whose images were others, refused.
     """
     fix = "rerun with the same settings to resume it, or pass another --out"
+    if results["dataset"] == "cifar10" and "label_counts" not in stored.get("subset", {}):
+        raise ValueError(f"{out} holds a CIFAR-10 evaluation from before the test set was read class-interleaved: "
+                         f"its images were others (the first 1,000 all airplanes); pass another --out")
     compared = [name for name in sources if name in stored]
     for name in compared:
         recorded = (stored.get("sha256") or {}).get(name)

@@ -32,6 +32,7 @@ def test_unknown_flags_and_commands_are_refused_with_the_closest_name(line, mess
     ("evaluate c.pt g.pt --L --n 3", "--L needs a value"),
     ("train-generator --batch-size true", "--batch-size must be a positive integer, got 'true'"),
     ("train-generator --out", "--out needs a value"),
+    ("sweep --classifier c.pt --generator", "--generator needs a value"),
     ("train-generator --resume yes", "--resume is a switch: give --resume alone (or --noresume), got 'yes'"),
     ("evaluate c.pt g.pt --eps 0", "--eps must be a positive number (or a fraction such as 8/255), got '0'"),
     ("evaluate c.pt g.pt --eps inf", "--eps must be a positive number (or a fraction such as 8/255), got 'inf'"),

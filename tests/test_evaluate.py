@@ -69,7 +69,7 @@ class Counting(nn.Module):
 
 def counted(defense: Defense) -> Defense:
     """``defense`` with its purify (one call per row scored) and attacked modules counting their calls."""
-    return Defense(Counting(defense.purify), Counting(defense.attacked), defense.description)
+    return Defense(Counting(defense.purify), Counting(defense.attacked), defense.description, defense.generator)
 
 
 class Interrupting(Counting):
@@ -487,7 +487,18 @@ def test_results_of_an_older_version_are_refused_until_vouched_for(classifier, t
         resumable(classifier, defense, **options)
     vouched = json.loads(str(refused.value).split("add ", 1)[1].split(" to ", 1)[0])
     (tmp_path / "out" / "results.json").write_text(json.dumps({**older, **vouched}))
-    assert resumable(classifier, defense, **options)["rows"] == first["rows"] and defense.purify.calls == 0
+    resumed = resumable(classifier, defense, **options)
+    assert resumed["rows"] == first["rows"] and defense.purify.calls == 0
+    assert resumed["subset"] == older["subset"]  # no label counts stamped on rows measured without them
+
+
+def test_cifar10_results_from_before_the_interleaved_order_are_refused(classifier, tmp_path):
+    options = {"attacks": "fgsm", "threats": "oblivious", "out": tmp_path / "out", "dataset": "cifar10"}
+    first = resumable(classifier, gan_defense(TinyGenerator(), **PROJECTION), **options)
+    first["subset"].pop("label_counts")  # as written before the test set was read class-interleaved
+    (tmp_path / "out" / "results.json").write_text(json.dumps(first))
+    with pytest.raises(ValueError, match="from before the test set was read class-interleaved"):
+        resumable(classifier, gan_defense(TinyGenerator(), **PROJECTION), **options)
 
 
 def test_committed_results_still_read_and_render():
@@ -495,9 +506,12 @@ def test_committed_results_still_read_and_render():
 
     from defense_hgan.report import results_markdown
 
-    for path in sorted(Path(__file__).resolve().parents[1].glob("benchmarks/results/paper_tables/*/*")):
+    root = Path(__file__).resolve().parents[1]
+    for path in sorted(root.glob("benchmarks/results/paper_tables/*/*")):
         results = read_results(path)
-        assert results["rows"] and "sha256" not in results and "test images" in results_markdown(results)
+        assert results["rows"] and "test images" in results_markdown(results)
+        for name, digest in results.get("sha256", {}).items():  # vouched for: the zoo file they were measured with
+            assert file_sha256(root / results[name]) == digest, (path, name)
 
 
 def test_an_out_locked_by_another_run_is_refused_before_any_work(classifier, tmp_path):

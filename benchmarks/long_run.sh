@@ -4,7 +4,8 @@
 #   bash benchmarks/long_run.sh train MODEL [STEPS]  start or continue MODEL's run in $RUNS/mnist/MODEL, one torch
 #                                                    thread, in the background; a run saved in zoo/training/ is
 #                                                    restored first when this machine has none
-#   bash benchmarks/long_run.sh curve MODEL          score the run's new snapshots (benchmarks/training_curve.py)
+#   bash benchmarks/long_run.sh curve MODEL          score the run's new snapshots at multiples of $EVERY steps
+#                                                    (default 2,000; about 15 min of one core each here)
 #   bash benchmarks/long_run.sh save MODEL           copy the run's training state and last generator into
 #                                                    zoo/training/mnist-MODEL/, so a fresh machine continues it
 #
@@ -37,7 +38,7 @@ case $action in
     ;;
   curve)
     OMP_NUM_THREADS=1 python benchmarks/training_curve.py score "$run" --classifier zoo/mnist-a/classifier.pt \
-      --data-root "$data" --out "benchmarks/results/training_curves/mnist-$model.csv"
+      --data-root "$data" --every "${EVERY:-2000}" --out "benchmarks/results/training_curves/mnist-$model.csv"
     ;;
   save)
     mkdir -p "$saved"

@@ -31,9 +31,9 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **open_options):
     tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # 0666 less the umask, as open() gives
     try:
-        if path.exists():
-            os.fchmod(fd, stat.S_IMODE(path.stat().st_mode))
-        with os.fdopen(fd, mode, **open_options) as f:
+        with os.fdopen(fd, mode, **open_options) as f:  # closes the fd whatever fails below
+            if path.exists():
+                os.fchmod(f.fileno(), stat.S_IMODE(path.stat().st_mode))
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -49,7 +49,7 @@ def make_folder(folder: str | os.PathLike) -> Path:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
-        blocker = next(part for part in [folder, *folder.parents] if part.exists() and not part.is_dir())
+        blocker = next((part for part in [folder, *folder.parents] if part.exists() and not part.is_dir()), folder)
         raise ValueError(f"{folder} must be a folder, but {blocker} is a file; "
                          f"choose another output folder (--out)") from None
     return folder

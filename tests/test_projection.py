@@ -185,6 +185,12 @@ def test_bad_images_are_refused_with_what_was_expected(generator, x, error, word
     ({"early_stop": -0.1}, "tolerance"),
     ({"prior_weight": -1.0}, "prior_weight must be a finite number >= 0"),
     ({"prior_weight": float("nan")}, "prior_weight must be a finite number >= 0"),
+    ({"prune": 0}, r"prune must be None \(off\) or a fraction of L in \(0, 1\).*got 0$"),
+    ({"prune": 1.0}, r"fraction of L in \(0, 1\).*got 1.0$"),
+    ({"prune": -0.1}, r"fraction of L in \(0, 1\).*got -0.1$"),
+    ({"prune": float("nan")}, r"fraction of L in \(0, 1\).*got nan$"),
+    ({"prune": True}, r"fraction of L in \(0, 1\).*got True$"),
+    ({"prune": "0.05"}, r"fraction of L in \(0, 1\).*got '0.05'$"),
     ({"z0": torch.zeros(2, 3, 8)}, r"\(2, 1, 8\)"),
     ({"z0": torch.full((2, 1, 8), float("nan"))}, "z0 must be finite, got 16 NaN or infinite values of 16"),
 ])
@@ -200,3 +206,66 @@ def test_a_prior_weight_keeps_latents_nearer_the_prior_at_some_cost_in_error(gen
     assert held.z.norm(dim=1).mean() < plain.z.norm(dim=1).mean()
     assert held.error.mean() >= plain.error.mean()
     assert torch.equal(project(generator, noise(8), L=40, R=2, seed=0, prior_weight=0.0).z, plain.z)
+
+
+def starts(n, r, seed=3):
+    return torch.randn(n, r, 8, generator=torch.Generator().manual_seed(seed)) / 8 ** 0.5
+
+
+class CountingGenerator(TinyGenerator):
+    """TinyGenerator that counts the latents it is called with."""
+
+    latents = 0
+
+    def forward(self, z):
+        self.latents += len(z)
+        return super().forward(z)
+
+
+def test_pruning_is_off_by_default_and_a_rung_at_L_prunes_nothing(generator):
+    x = noise(5)
+    full = project(generator, x, L=20, R=4, seed=0)
+    for prune in (None, 0.95):  # 0.95: the first rung, step 19 doubled to 38, is past L
+        same = project(generator, x, L=20, R=4, seed=0, prune=prune)
+        assert torch.equal(same.images, full.images) and torch.equal(same.z, full.z)
+
+
+def test_pruning_keeps_a_start_at_the_answer(generator):
+    x, z_true = generated(generator, n=4)
+    z0 = starts(4, 8)
+    z0[torch.arange(4), torch.tensor([0, 3, 5, 7])] = z_true  # the answer sits at a different restart per image
+    result = project(generator, x, L=40, R=8, z0=z0, prune=0.05)  # halvings at steps 2, 4 and 8
+    assert torch.allclose(result.z, z_true, atol=1e-5)
+    assert result.error.max() < 1e-9
+
+
+@pytest.mark.parametrize("optimizer", ["sgd-momentum", "adam"])
+def test_a_pruned_run_returns_a_survivor_of_the_full_run_unchanged(generator, optimizer):
+    x, z0 = noise(8), starts(8, 6)
+    full = project(generator, x, L=40, R=6, z0=z0, optimizer=optimizer)
+    pruned = project(generator, x, L=40, R=6, z0=z0, optimizer=optimizer, prune=0.1)
+    alone = torch.stack([project(generator, x, L=40, R=1, z0=z0[:, k : k + 1], optimizer=optimizer).z
+                         for k in range(6)], 1)  # (N, R, d): each restart's full-length descent
+    gap = (alone - pruned.z[:, None]).abs().amax(2).amin(1)  # distance to the nearest full-run restart
+    assert gap.max() < 1e-6, "a survivor's momentum / Adam moments travel with it"
+    assert (pruned.error >= full.error - 1e-7).all(), "pruning can lose the best restart, never beat it"
+
+
+def test_pruning_runs_fewer_latents_through_the_generator():
+    x, counted = noise(3), {}
+    for prune in (None, 0.05):
+        generator = CountingGenerator()
+        project(generator, x, L=40, R=8, seed=0, prune=prune)
+        counted[prune] = generator.latents
+    # Halvings 8 -> 4 -> 2 -> 1 after steps 2, 4 and 8; then one final scoring pass per restart left.
+    assert counted[None] == 3 * (8 * 40 + 8)
+    assert counted[0.05] == 3 * (8 * 2 + 4 * 2 + 2 * 4 + 1 * 32 + 1)
+
+
+def test_pruning_is_deterministic_and_unchanged_by_chunking(generator):
+    x = noise(7)
+    first = project(generator, x, L=30, R=6, seed=0, prune=0.1)
+    again = project(generator, x, L=30, R=6, seed=0, prune=0.1)
+    chunked = project(generator, x, L=30, R=6, seed=0, prune=0.1, max_batch=12)  # 2 images per chunk
+    assert torch.equal(first.images, again.images) and torch.equal(first.z, again.z)
+    assert torch.allclose(first.z, chunked.z, atol=1e-6) and torch.allclose(first.images, chunked.images, atol=1e-6)

@@ -106,7 +106,7 @@ def project(
     lr = _check_options(L, R, optimizer, lr, schedule, early_stop, max_batch)
     if not (math.isfinite(prior_weight) and prior_weight >= 0):
         raise ValueError(f"prior_weight must be a finite number >= 0, got {prior_weight!r}")
-    rungs = {} if prune is None else _halving_rungs(prune, L, R)
+    rungs = {} if prune is None else halving_rungs(prune, L, R)
     # A clone outside inference mode, so descent works even when the caller is in torch.inference_mode().
     with torch.inference_mode(False):
         target = x.detach().to(torch.float32).clone()
@@ -159,7 +159,7 @@ def _starts(latent_dim: int, n: int, R: int, device: torch.device, seed: int | N
     return torch.randn(n, R, latent_dim, device=device, generator=rng) / math.sqrt(latent_dim)
 
 
-def _halving_rungs(prune: float, L: int, R: int) -> dict[int, int]:
+def halving_rungs(prune: float, L: int, R: int) -> dict[int, int]:
     """Successive halving's rungs for ``prune``: {step: restarts each image keeps after that step}.
 
     The first rung is step ceil(prune L); each later one doubles it, so every

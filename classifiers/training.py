@@ -5,6 +5,15 @@ airbench-style recipe: Nesterov SGD whose rate, momentum and weight decay are
 decoupled (changing one leaves the step size of the others alone), a
 triangular schedule (up from 0.2 to the peak, then linearly to zero, so the final
 weights are not left noisy by a still-large step), label smoothing, and flip + 2-pixel translate augmentation.
+
+Under ``torchrun --nproc-per-node N`` (see ``defense_hgan.distributed``) the
+model trains in DistributedDataParallel: each epoch's one shuffled order (the
+same on every rank) is dealt out N x ``batch_size`` images a step, rank r
+taking every N-th of them from the r-th, so an epoch still passes over the
+training set once, in N x fewer steps of an effective batch of N x the
+recipe's ``batch_size`` (which stays per rank). The recipe's learning rate and schedule are kept as
+they are, unscaled: the schedule follows the (fewer) steps. Augmentation
+draws from a stream of each rank's own. Test accuracy is rank 0's.
 """
 from __future__ import annotations
 
@@ -15,7 +24,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from defense_hgan.devices import resolve_device, seed_everything
+from defense_hgan.devices import seed_everything
+from defense_hgan.distributed import session
 
 
 @dataclass(frozen=True)
@@ -104,48 +114,58 @@ def train_classifier(
     seed: int = 0,
     progress: bool = True,
 ) -> dict:
-    """Train in place and return metrics: test accuracy, loss per epoch, seconds, seed, device."""
+    """Train in place and return metrics: test accuracy, loss per epoch, seconds, seed, device.
+
+    Under torchrun every rank returns the same metrics (losses averaged over the ranks).
+    """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
-    device = resolve_device(device)
-    generator = seed_everything(seed)
-    images, labels = train
-    model.to(device=device, memory_format=torch.channels_last)
-    start = time.perf_counter()
-    if hasattr(model, "init_from_data"):
-        model.init_from_data(images[:5000])
-    steps_per_epoch = len(images) // recipe.batch_size or 1
-    optimizer, scheduler = _optimizer(model, recipe, epochs * steps_per_epoch)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
-    epoch_losses = []
-    bar = tqdm(total=epochs * steps_per_epoch, desc="train-classifier", disable=not progress)
-    for _ in range(epochs):
-        model.train()
-        order = torch.randperm(len(images), generator=generator)
-        total = 0.0
-        for step in range(steps_per_epoch):
-            idx = order[step * recipe.batch_size:(step + 1) * recipe.batch_size]
-            x = images[idx]
-            if recipe.augment:
-                x = flip_and_translate(x, generator)
-            x = x.to(device, memory_format=torch.channels_last)
-            loss = loss_fn(model(x), labels[idx].to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            total += loss.item()
-            bar.update()
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-        epoch_losses.append(total / steps_per_epoch)
-    bar.close()
-    seconds = time.perf_counter() - start
-    return {
-        "test_accuracy": accuracy(model, *test),
-        "train_loss_per_epoch": epoch_losses,
-        "epochs": epochs,
-        "seconds": round(seconds, 1),
-        "seed": seed,
-        "device": str(device),
-        "recipe": asdict(recipe),
-    }
+    with session(device) as world:
+        generator = seed_everything(seed)  # the shuffled order: the same on every rank
+        augment_rng = generator if world.size == 1 else torch.Generator().manual_seed(world.rank_seed(seed))
+        device = world.device
+        images, labels = train
+        model.to(device=device, memory_format=torch.channels_last)
+        start = time.perf_counter()
+        if hasattr(model, "init_from_data"):
+            model.init_from_data(images[:5000])
+        net = world.wrap(model)
+        steps_per_epoch = len(images) // (recipe.batch_size * world.size) or 1
+        optimizer, scheduler = _optimizer(model, recipe, epochs * steps_per_epoch)
+        loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+        epoch_losses = []
+        bar = tqdm(total=epochs * steps_per_epoch, desc="train-classifier", disable=not (progress and world.is_main))
+        for _ in range(epochs):
+            net.train()
+            order = torch.randperm(len(images), generator=generator)
+            total = 0.0
+            for step in range(steps_per_epoch):
+                batch = world.size * recipe.batch_size
+                idx = order[step * batch:(step + 1) * batch][world.rank::world.size]
+                x = images[idx]
+                if recipe.augment:
+                    x = flip_and_translate(x, augment_rng)
+                x = x.to(device, memory_format=torch.channels_last)
+                loss = loss_fn(net(x), labels[idx].to(device))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                total += loss.item()
+                bar.update()
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+            epoch_losses.append(world.mean({"loss": total / steps_per_epoch})["loss"])
+        bar.close()
+        seconds = time.perf_counter() - start
+        metrics = {
+            "test_accuracy": world.share(lambda: accuracy(model, *test)),
+            "train_loss_per_epoch": epoch_losses,
+            "epochs": epochs,
+            "seconds": round(seconds, 1),
+            "seed": seed,
+            "device": str(device),
+            "recipe": asdict(recipe),
+        }
+        if world.size > 1:
+            metrics.update(world_size=world.size, effective_batch_size=world.size * recipe.batch_size)
+        return metrics

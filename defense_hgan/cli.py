@@ -36,6 +36,7 @@ def train_classifier(
     from classifiers.training import recipe_for, train_classifier as fit
     from defense_hgan.classifier_io import save_classifier
     from defense_hgan.data import load_dataset
+    from defense_hgan.distributed import is_main_process
 
     arch = DEFAULT_ARCH.get(dataset) if arch is None else str(arch).lower()
     model = build_classifier(dataset, arch)
@@ -45,6 +46,8 @@ def train_classifier(
     test = load_dataset(dataset, train=False, root=data_root, download=download)
     metrics = fit(model, train, test, epochs=int(epochs), recipe=recipe_for(dataset), device=device, seed=seed)
     metrics = {"dataset": dataset, "arch": arch, **metrics}
+    if not is_main_process():  # under torchrun, rank 0 alone writes
+        return None
     out_dir = Path(out)
     save_classifier(model, out_dir / "classifier.pt", {"dataset": dataset, "arch": arch, "options": {}})
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -95,6 +98,7 @@ def train_generator(
         teacher_filters: hgan/autogan: PixelCNN++ filters per stream (default 32).
         teacher_resnet: hgan/autogan: PixelCNN++ gated resnets per stage (default 1).
     """
+    from defense_hgan.distributed import is_main_process
     from defense_hgan.gan_training import GanConfig, TrainingDiverged, train_generator as fit
 
     teacher = {"nr_filters": teacher_filters, "nr_resnet": teacher_resnet}
@@ -110,7 +114,8 @@ def train_generator(
         metrics = fit(config)
     except TrainingDiverged as err:
         sys.exit(f"error: {err}")
-    print(f"{metrics['steps']} steps of {config.model} in {metrics['seconds']} s -> {out}/generator.pt")
+    if is_main_process():
+        print(f"{metrics['steps']} steps of {config.model} in {metrics['seconds']} s -> {out}/generator.pt")
     return None
 
 

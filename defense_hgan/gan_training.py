@@ -14,6 +14,23 @@ OUT holds:
     metrics.json         written at the end
 
 A resumed run continues bit for bit where the saved one stopped (on CPU).
+
+Under ``torchrun --nproc-per-node N`` (see ``defense_hgan.distributed``) the
+run is data-parallel: every rank starts from the same weights, draws its own
+batches and noise (its own seed, derived from ``seed`` and its rank), and
+every optimizer step applies the gradients averaged over the ranks, for every
+network that trains (G, D or the critic with its gradient penalty, the
+teacher, ARGAN's E, R and d). ``batch_size`` stays per rank, so a step sees
+N x ``batch_size`` real images (the effective batch), and the learning rates
+are the models' own, unscaled: GAN recipes are tuned at their batch size, and
+the linear scaling rule of classifiers is not known to hold for them; a run
+that wants another rate changes it in the model's module. Rank 0 alone locks
+OUT and writes checkpoints, samples, snapshots and metrics; checkpoints hold
+plain state dicts (no wrapper) and load as single-process ones do, and
+BatchNorm's running statistics are rank 0's. ``--resume`` gives every rank the
+checkpoint rank 0 read and its own saved RNG state; resumed with another
+number of ranks, the ranks beyond those saved start fresh streams (the run
+continues, but not bit for bit).
 """
 from __future__ import annotations
 
@@ -21,6 +38,7 @@ import json
 import math
 import shutil
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -30,7 +48,8 @@ from tqdm.auto import tqdm
 
 from defense_hgan.checkpoints import load_checkpoint, save_checkpoint
 from defense_hgan.data import load_dataset
-from defense_hgan.devices import autocast, resolve_device, seed_everything
+from defense_hgan.devices import autocast, seed_everything
+from defense_hgan.distributed import World, derived_seed, session
 from defense_hgan.generator_io import save_generator
 from defense_hgan.generators import Training, build_training
 from defense_hgan.locking import output_lock
@@ -77,19 +96,29 @@ def train_generator(config: GanConfig) -> dict:
     """Train ``config.model`` for ``config.steps`` steps (in all, counting a resumed run's), return the metrics.
 
     OUT is locked for the run (``locking.output_lock``): a second run into it is refused at once.
+    Under torchrun every rank returns the same metrics (losses averaged over the ranks).
     """
     _check(config)
-    with output_lock(config.out):
-        return _train(config)
+    with session(config.device) as world, ExitStack() as held:
+        world.share(lambda: held.enter_context(output_lock(config.out)))
+        return _train(config, world)
 
 
-def _train(config: GanConfig) -> dict:
-    out = Path(config.out)
-    device = resolve_device(config.device)
+def _train(config: GanConfig, world: World) -> dict:
+    out, device = Path(config.out), world.device
     data_order = seed_everything(config.seed)
     training = build_training(config.model, config.dataset, config.generator_options, config.teacher_options,
                               config.teacher_loss, device)
-    start = _restore(out, config, training, data_order) if config.resume else _fresh(out, config.overwrite)
+    if world.size > 1:  # the same initial weights on every rank, then each its own batches and noise
+        _reseed(world.rank_seed(config.seed), data_order)
+    if config.resume:
+        start = _restore(world.share(lambda: _read_state(out, config)), training, data_order, world, config.seed)
+    else:
+        start = world.share(lambda: _fresh(out, config.overwrite))
+    for net in training.networks.values():
+        world.broadcast_module(net)
+    for optimizer in training.optimizers.values():
+        world.average_gradients_before_step(optimizer)
     images = load_dataset(config.dataset, train=True, root=config.data_root, download=config.download)[0].to(device)
 
     def next_batch() -> torch.Tensor:
@@ -99,23 +128,24 @@ def _train(config: GanConfig) -> dict:
     fixed_z = torch.randn(SAMPLES, generator.latent_dim, generator=torch.Generator().manual_seed(config.seed)).to(device)
     began, last_saved, losses = time.perf_counter(), start, {}
     with tqdm(total=config.steps, initial=start, desc=f"train-generator {config.model}",
-              disable=not config.progress) as bar:
+              disable=not (config.progress and world.is_main)) as bar:
         for step in range(start + 1, config.steps + 1):
             with autocast(device, config.bf16):
                 losses = {name: float(value) for name, value in training.step(
                     training.networks, training.optimizers, next_batch).items()}
+            losses = world.mean(losses)  # every rank then sees the same losses, and a NaN stops all of them
             _guard({f"{name} loss": value for name, value in losses.items()}, step, out, last_saved)
             bar.update()
             bar.set_postfix({name: f"{value:.3f}" for name, value in losses.items()})
-            if step % config.sample_every == 0 or step == config.steps:
+            if world.is_main and (step % config.sample_every == 0 or step == config.steps):
                 _save_samples(generator, fixed_z, out / "samples" / f"step_{step:06d}.png")
             if step % config.checkpoint_every == 0 or step == config.steps:
                 # a step can leave NaN weights behind a finite loss; never save those over a good checkpoint
-                _guard({f"{name} weights": _weights_sum(net) for name, net in training.networks.items()},
-                       step, out, last_saved)
-                _save(out, config, training, data_order, step)
+                weights = {f"{name} weights": _weights_sum(net) for name, net in training.networks.items()}
+                _guard(weights, step, out, last_saved)
+                _save(out, config, training, data_order, step, world, weights)
                 last_saved = step
-            if config.snapshot_every and step % config.snapshot_every == 0:
+            if world.is_main and config.snapshot_every and step % config.snapshot_every == 0:
                 save_generator(generator, out / SNAPSHOTS / f"step_{step:06d}.pt", config.model, config.dataset,
                                config.generator_options)
     seconds = time.perf_counter() - began
@@ -132,7 +162,10 @@ def _train(config: GanConfig) -> dict:
         "device": str(device),
         "config": asdict(config),
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    if world.size > 1:
+        metrics.update(world_size=world.size, effective_batch_size=world.size * config.batch_size)
+    if world.is_main:
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
 
 
@@ -191,19 +224,40 @@ def _rng_state(data_order: torch.Generator) -> dict[str, torch.Tensor]:
     return state
 
 
-def _save(out: Path, config: GanConfig, training: Training, data_order: torch.Generator, step: int) -> None:
+def _reseed(seed: int, data_order: torch.Generator) -> None:
+    torch.manual_seed(seed)
+    data_order.manual_seed(seed)
+
+
+def _save(out: Path, config: GanConfig, training: Training, data_order: torch.Generator, step: int,
+          world: World, weights: dict[str, float]) -> None:
+    """Rank 0 writes the generator and the training state, with every rank's RNG state (under N > 1 ranks).
+
+    ``weights`` (each network's weight sum) must be the same on every rank: averaged gradients keep the
+    ranks' weights identical, so a difference means they drifted apart, and their checkpoint would be rank 0's alone.
+    """
+    gathered = world.gather((weights, _rng_state(data_order)))
+    if any(other != weights for other, _ in gathered):
+        raise RuntimeError(f"at step {step} the ranks' weights differ ({[other for other, _ in gathered]}); "
+                           f"data-parallel training lost its synchrony, so no checkpoint was written")
+    rng_by_rank = [rng for _, rng in gathered]
+    if not world.is_main:
+        return
     save_generator(training.networks["generator"], out / GENERATOR_FILE, config.model, config.dataset,
                    config.generator_options)
-    save_checkpoint(out / STATE_FILE, STATE_KIND, asdict(config), {
+    state = {
         "step": step,
         "networks": {name: net.state_dict() for name, net in training.networks.items()},
         "optimizers": {name: opt.state_dict() for name, opt in training.optimizers.items()},
-        "rng": _rng_state(data_order),
-    })
+        "rng": rng_by_rank[0],
+    }
+    if world.size > 1:
+        state["rng_by_rank"] = rng_by_rank
+    save_checkpoint(out / STATE_FILE, STATE_KIND, asdict(config), state)
 
 
-def _restore(out: Path, config: GanConfig, training: Training, data_order: torch.Generator) -> int:
-    """Load OUT's training state into ``training`` and the RNGs; return the step it was saved at."""
+def _read_state(out: Path, config: GanConfig) -> dict:
+    """OUT's training state, checked against ``config``."""
     if not (out / STATE_FILE).exists():
         raise ValueError(f"--resume: {out} holds no {STATE_FILE} to continue; drop --resume to start a new run")
     state = load_checkpoint(out / STATE_FILE, STATE_KIND)
@@ -215,12 +269,25 @@ def _restore(out: Path, config: GanConfig, training: Training, data_order: torch
                          f"resume with the saved ones, or choose another --out")
     if state["step"] >= config.steps:
         raise ValueError(f"--resume: {out} is already at step {state['step']}; pass --steps above it to train on")
+    return state
+
+
+def _restore(state: dict, training: Training, data_order: torch.Generator, world: World, seed: int) -> int:
+    """Load a training state into ``training`` and this rank's RNGs; return the step it was saved at.
+
+    A rank that the saved run did not have starts a stream of its own, from the seed, its rank and the step.
+    """
     for name, net in training.networks.items():
         net.load_state_dict(state["networks"][name])
     for name, optimizer in training.optimizers.items():
         optimizer.load_state_dict(state["optimizers"][name])
-    torch.set_rng_state(state["rng"]["torch"])
-    data_order.set_state(state["rng"]["data"])
-    if "cuda" in state["rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["rng"]["cuda"])
+    rng_by_rank = state.get("rng_by_rank", [state["rng"]])
+    if world.rank >= len(rng_by_rank):
+        _reseed(derived_seed(seed, world.rank, state["step"]), data_order)
+        return state["step"]
+    rng = rng_by_rank[world.rank]
+    torch.set_rng_state(rng["torch"])
+    data_order.set_state(rng["data"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state(rng["cuda"])
     return state["step"]

@@ -74,6 +74,8 @@ def train_generator(
     teacher_loss: str | None = None,
     teacher_filters: int | None = None,
     teacher_resnet: int | None = None,
+    teacher_from: str | None = None,
+    teacher_images: int = 10_000,
 ):
     """Train a generator; writes OUT/generator.pt, OUT/training_state.pt, OUT/samples/, OUT/metrics.json.
 
@@ -97,6 +99,9 @@ def train_generator(
         teacher_loss: hgan/autogan: nll (default, the teacher's likelihood) or l1 (the paper's |x - p(x)|).
         teacher_filters: hgan/autogan: PixelCNN++ filters per stream (default 32).
         teacher_resnet: hgan/autogan: PixelCNN++ gated resnets per stage (default 1).
+        teacher_from: hgan/autogan: a departure from Algorithm 1 that makes a step cost about a DCGAN step: take the
+            teacher, frozen, from this HGAN/AutoGAN training_state.pt instead of training one alongside.
+        teacher_images: with teacher_from: how many training images the frozen teacher's mean images are made of.
     """
     from defense_hgan.distributed import is_main_process
     from defense_hgan.gan_training import GanConfig, TrainingDiverged, train_generator as fit
@@ -108,7 +113,8 @@ def train_generator(
         snapshot_every=int(snapshot_every), seed=int(seed), device=device,
         bf16=bool(bf16), resume=bool(resume), overwrite=bool(overwrite), data_root=data_root, download=bool(download),
         teacher_options={name: int(value) for name, value in teacher.items() if value is not None},
-        teacher_loss=teacher_loss,
+        teacher_loss=teacher_loss, teacher_from=None if teacher_from is None else str(teacher_from),
+        teacher_images=int(teacher_images),
     )
     try:
         metrics = fit(config)

@@ -39,13 +39,14 @@ import math
 import shutil
 import time
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
 from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
+from defense_hgan import frozen_teacher
 from defense_hgan.checkpoints import load_checkpoint, save_checkpoint
 from defense_hgan.data import load_dataset
 from defense_hgan.devices import autocast, seed_everything
@@ -60,7 +61,8 @@ STATE_FILE = "training_state.pt"
 SNAPSHOTS = "snapshots"
 SAMPLES = 64
 # what a resumed run must share with the saved one; the rest (steps, intervals, device, bf16) may change
-RUN_IDENTITY = ("model", "dataset", "batch_size", "seed", "generator_options", "teacher_options", "teacher_loss")
+RUN_IDENTITY = ("model", "dataset", "batch_size", "seed", "generator_options", "teacher_options", "teacher_loss",
+                "teacher_from", "teacher_images")
 
 
 @dataclass
@@ -85,6 +87,10 @@ class GanConfig:
     generator_options: dict = field(default_factory=dict)  # latent_dim, width
     teacher_options: dict = field(default_factory=dict)  # PixelCNNPP's nr_resnet, nr_filters, ...
     teacher_loss: str | None = None  # hgan/autogan: "nll" (default) or "l1"
+    # hgan/autogan: a pretrained, frozen teacher taken from this HGAN/AutoGAN training state instead of Algorithm 1's
+    # jointly trained one, and how many training images its precomputed mean images cover (defense_hgan.frozen_teacher)
+    teacher_from: str | None = None
+    teacher_images: int = 10_000
     progress: bool = True
 
 
@@ -106,20 +112,25 @@ def train_generator(config: GanConfig) -> dict:
 
 def _train(config: GanConfig, world: World) -> dict:
     out, device = Path(config.out), world.device
+    saved = world.share(lambda: _read_state(out, config)) if config.resume else None
+    if saved is None:
+        world.share(lambda: _fresh(out, config.overwrite))
+    images = load_dataset(config.dataset, train=True, root=config.data_root, download=config.download)[0].to(device)
+    if config.teacher_from:
+        world.share(lambda: frozen_teacher.prepare(config.teacher_from, out, config.dataset, images,
+                                                   config.teacher_images, config.resume, config.progress))
     data_order = seed_everything(config.seed)
+    teacher_batches = (frozen_teacher.teacher_batches(out, config.teacher_images, data_order, device)
+                       if config.teacher_from else None)
     training = build_training(config.model, config.dataset, config.generator_options, config.teacher_options,
-                              config.teacher_loss, device)
+                              config.teacher_loss, device, teacher_batches)
     if world.size > 1:  # the same initial weights on every rank, then each its own batches and noise
         _reseed(world.rank_seed(config.seed), data_order)
-    if config.resume:
-        start = _restore(world.share(lambda: _read_state(out, config)), training, data_order, world, config.seed)
-    else:
-        start = world.share(lambda: _fresh(out, config.overwrite))
+    start = 0 if saved is None else _restore(saved, training, data_order, world, config.seed)
     for net in training.networks.values():
         world.broadcast_module(net)
     for optimizer in training.optimizers.values():
         world.average_gradients_before_step(optimizer)
-    images = load_dataset(config.dataset, train=True, root=config.data_root, download=config.download)[0].to(device)
 
     def next_batch() -> torch.Tensor:
         return images[torch.randint(len(images), (config.batch_size,), generator=data_order).to(device)]
@@ -177,21 +188,23 @@ def _check(config: GanConfig) -> None:
         raise ValueError("pass --resume (continue the run in OUT) or --overwrite (replace it), not both")
     if int(config.snapshot_every) < 0:
         raise ValueError(f"snapshot_every must be 0 (no snapshots) or a positive integer, got {config.snapshot_every!r}")
+    if config.teacher_from and (config.teacher_options or config.teacher_loss):
+        raise ValueError("a frozen teacher (--teacher-from) keeps its source run's architecture and is not trained; "
+                         "drop the teacher options and teacher_loss")
 
 
-def _fresh(out: Path, overwrite: bool) -> int:
-    """Step 0 in an OUT holding no model; with ``overwrite``, after removing the model and everything of its run."""
+def _fresh(out: Path, overwrite: bool) -> None:
+    """Check OUT holds no model; with ``overwrite``, remove the model and everything of its run."""
     held = [name for name in (STATE_FILE, GENERATOR_FILE) if (out / name).exists()]
     if held and not overwrite:
         resume = "pass --resume to continue it, " if STATE_FILE in held else ""
         raise ValueError(f"{out} already holds a trained generator ({', '.join(held)}); {resume}pass --overwrite "
                          f"to replace it, or choose another --out")
     if overwrite:  # nothing of the old run may outlive it: a later --resume would continue the old run
-        for name in (STATE_FILE, GENERATOR_FILE, "metrics.json"):
+        for name in (STATE_FILE, GENERATOR_FILE, "metrics.json", frozen_teacher.TEACHER_FILE, frozen_teacher.IMAGES_FILE):
             (out / name).unlink(missing_ok=True)
         for folder in ("samples", SNAPSHOTS):
             shutil.rmtree(out / folder, ignore_errors=True)
-    return 0
 
 
 def _guard(values: dict[str, float], step: int, out: Path, last_saved: int) -> None:
@@ -262,8 +275,9 @@ def _read_state(out: Path, config: GanConfig) -> dict:
         raise ValueError(f"--resume: {out} holds no {STATE_FILE} to continue; drop --resume to start a new run")
     state = load_checkpoint(out / STATE_FILE, STATE_KIND)
     saved = state["config"]
-    changed = [f"{key} {saved.get(key)!r} -> {getattr(config, key)!r}" for key in RUN_IDENTITY
-               if saved.get(key) != getattr(config, key)]
+    defaults = {f.name: f.default for f in fields(GanConfig)}  # what a run saved before a setting existed had
+    changed = [f"{key} {saved.get(key, defaults[key])!r} -> {getattr(config, key)!r}" for key in RUN_IDENTITY
+               if saved.get(key, defaults[key]) != getattr(config, key)]
     if changed:
         raise ValueError(f"--resume: {out} was trained with other settings ({'; '.join(changed)}); "
                          f"resume with the saved ones, or choose another --out")

@@ -87,11 +87,14 @@ def build_training(
     teacher_options: dict | None = None,
     teacher_loss: str | None = None,
     device: torch.device | str = "cpu",
+    teacher_batches: Callable[[int], torch.Tensor] | None = None,
 ) -> Training:
     """Networks (on ``device``), optimizers and step for training ``model`` on ``dataset``.
 
     ``teacher_options`` are PixelCNNPP's (nr_resnet, nr_filters, nr_logistic_mix,
     dropout) and, with ``teacher_loss`` ("nll", the default, or "l1"), apply to hgan and autogan only.
+    ``teacher_batches(n)``, for hgan and autogan, replaces the trained teacher by a frozen one's
+    precomputed images (``defense_hgan.frozen_teacher``): no teacher network is built or updated.
     """
     algorithm = _algorithm(model)
     image_shape = dataset_info(dataset).image_shape
@@ -99,21 +102,31 @@ def build_training(
         "generator": build_generator(model, dataset, **(generator_options or {})),
         "discriminator": algorithm.discriminator(image_shape),
     }
+    if teacher_batches is not None:
+        if model not in TEACHER_MODELS:
+            raise ValueError(f"a frozen teacher applies to {' and '.join(TEACHER_MODELS)} only, not {model}")
+        step = partial(hgan.frozen_teacher_step, next_teacher_batch=teacher_batches, real_data=model == "hgan")
+        return Training(networks, _optimizers(networks, algorithm, device), step)
     if model in TEACHER_MODELS:
         teacher_loss = teacher_loss or "nll"
         networks["teacher"] = _teacher(image_shape, teacher_options or {}, teacher_loss)
     elif teacher_options or teacher_loss:
         given = sorted(teacher_options or {}) + (["teacher_loss"] if teacher_loss else [])
         raise ValueError(f"teacher options {given} apply to hgan and autogan only, not {model}")
-    for net in networks.values():
-        net.to(device)
-    optimizers = {name: torch.optim.Adam(networks[name].parameters(), lr=algorithm.lr, betas=algorithm.betas)
-                  for name in ("generator", "discriminator")}
+    optimizers = _optimizers(networks, algorithm, device)
     if model not in TEACHER_MODELS:
         return Training(networks, optimizers, algorithm.train_step)
     optimizers["teacher"] = torch.optim.Adam(networks["teacher"].parameters(), lr=hgan.TEACHER_LR,
                                              betas=hgan.TEACHER_BETAS)
     return Training(networks, optimizers, partial(algorithm.train_step, teacher_loss=teacher_loss))
+
+
+def _optimizers(networks: dict[str, nn.Module], algorithm: Algorithm, device) -> dict[str, torch.optim.Optimizer]:
+    """Move every network to ``device``; Adam with the algorithm's settings for G and D."""
+    for net in networks.values():
+        net.to(device)
+    return {name: torch.optim.Adam(networks[name].parameters(), lr=algorithm.lr, betas=algorithm.betas)
+            for name in ("generator", "discriminator")}
 
 
 def _teacher(image_shape, options: dict, loss: str) -> PixelCNNPP:

@@ -54,6 +54,17 @@ def _taught_step(networks, optimizers, next_batch, teacher_loss: str, real_data:
     return {**losses, "teacher": loss.detach()}
 
 
+def frozen_teacher_step(networks, optimizers, next_batch, next_teacher_batch, real_data: bool) -> dict[str, torch.Tensor]:
+    """Algorithm 1 with a pretrained, frozen teacher (``defense_hgan.frozen_teacher``): x_xi is drawn, not computed.
+
+    D's two real terms need not score the same images, so x_xi is a batch of
+    the teacher's precomputed mean images drawn independently of x.
+    """
+    x = next_batch()
+    x_xi = next_teacher_batch(len(x))
+    return adversarial_step(networks, optimizers, [x_xi, x] if real_data else [x_xi])
+
+
 def train_step(networks, optimizers, next_batch, teacher_loss: str = "nll") -> dict[str, torch.Tensor]:
     """HGAN: the discriminator sees x_xi and x as real, G(z) as fake in one term for each."""
     return _taught_step(networks, optimizers, next_batch, teacher_loss, real_data=True)

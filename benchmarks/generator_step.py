@@ -3,6 +3,9 @@
 A step is one generator update with everything the model does around it
 (WGAN-GP's 5 critic updates, HGAN's and AutoGAN's teacher pass and update),
 on real-shaped MNIST batches of --batch-size drawn from one in-memory tensor.
+HGAN and AutoGAN are also timed with a pretrained, frozen teacher
+(``train-generator --teacher-from``), whose mean images are drawn from a
+precomputed tensor instead of computed (``defense_hgan.frozen_teacher``).
 
   reference  the DCGAN of ``defense_hgan.generators.dcgan`` (same layers, same
              sizes, checked by parameter count) written out below as
@@ -29,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from defense_hgan.generators import GENERATOR_MODELS, build_training
+from defense_hgan.generators import GENERATOR_MODELS, TEACHER_MODELS, build_training
 from measure import machine, markdown_table, timed, write_report
 
 RESULTS = Path(__file__).resolve().parent / "results" / "generator_step.md"
@@ -79,6 +82,9 @@ def contenders(models: list[str], batches) -> dict[str, callable]:
     for model in models:
         training = build_training(model, "mnist")
         steps[f"ours: {model}"] = lambda t=training: t.step(t.networks, t.optimizers, batches)
+        if model in TEACHER_MODELS:
+            frozen = build_training(model, "mnist", teacher_batches=lambda n: batches()[:n])
+            steps[f"ours: {model}, frozen teacher"] = lambda t=frozen: t.step(t.networks, t.optimizers, batches)
     generator, discriminator = reference_dcgan()
     ours = build_training("dcgan", "mnist").networks
     if parameter_count(generator, discriminator) != parameter_count(ours["generator"], ours["discriminator"]):

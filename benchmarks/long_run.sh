@@ -9,6 +9,9 @@
 #   bash benchmarks/long_run.sh save MODEL           copy the run's training state and last generator into
 #                                                    zoo/training/mnist-MODEL/, so a fresh machine continues it
 #
+# MODEL is a generator model, or hgan-frozen: HGAN with a pretrained, frozen teacher (--teacher-from), taken
+# when the run starts from the hgan run's latest training state (defense_hgan/frozen_teacher.py).
+#
 # RUNS defaults to ~/dh-runs; DATA (the data root) to data/ in the checkout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,17 +24,20 @@ run=$runs/mnist/$model
 saved=zoo/training/mnist-$model
 batch=64
 [ "$model" = wgan-gp ] && batch=50  # Defense-GAN's reference configuration trains its WGAN-GP at batch 50
+variant=(--model "$model")
+[ "$model" = hgan-frozen ] && variant=(--model hgan --teacher-from "$runs/mnist/hgan/training_state.pt")
 
 case $action in
   train)
     mkdir -p "$run"
     if [ ! -f "$run/training_state.pt" ] && [ -f "$saved/training_state.pt" ]; then
       cp "$saved/training_state.pt" "$run/"
+      if [ -f "$saved/teacher.pt" ]; then cp "$saved/teacher.pt" "$run/"; fi
       echo "restored $run from $saved"
     fi
     resume=()
     [ -f "$run/training_state.pt" ] && resume=(--resume)
-    OMP_NUM_THREADS=1 nohup python -m defense_hgan train-generator --model "$model" --dataset mnist \
+    OMP_NUM_THREADS=1 nohup python -m defense_hgan train-generator "${variant[@]}" --dataset mnist \
       --steps "$steps" --batch-size "$batch" --sample-every 1000 --checkpoint-every 200 --snapshot-every 1000 \
       --seed 0 --device cpu --data-root "$data" --out "$run" "${resume[@]}" >> "$run.log" 2>&1 &
     echo "training $model in $run (log $run.log, pid $!)"
@@ -43,6 +49,7 @@ case $action in
   save)
     mkdir -p "$saved"
     cp "$run/training_state.pt" "$run/generator.pt" "$saved/"
+    if [ -f "$run/teacher.pt" ]; then cp "$run/teacher.pt" "$saved/"; fi
     echo "saved $run -> $saved ($(du -sh "$saved" | cut -f1))"
     ;;
   *)

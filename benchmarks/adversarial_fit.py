@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from defense_hgan import load_classifier, load_dataset, project
-from defense_hgan.evaluation import craft
+from attacks.threats import craft
 from defense_hgan.sweep import generator_from_checkpoint, parse_grid
 from measure import generator_parser, machine, markdown_table, timed, write_report
 

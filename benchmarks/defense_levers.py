@@ -27,7 +27,8 @@ import torch
 from classifiers.training import MNIST_RECIPE, train_classifier
 from defense_hgan import load_classifier, load_dataset, load_generator, project
 from defense_hgan.checkpoints import file_sha256
-from defense_hgan.evaluation import accuracy, craft
+from attacks.threats import craft
+from defense_hgan.defense import accuracy
 from measure import machine, markdown_table, write_report
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -21,7 +21,6 @@ line per CSV against the training step.
 from __future__ import annotations
 
 import argparse
-import csv
 import re
 import time
 from pathlib import Path
@@ -29,10 +28,11 @@ from pathlib import Path
 import torch
 
 from defense_hgan import load_classifier, load_dataset, project
-from defense_hgan.atomic import atomic_write
 from defense_hgan.checkpoints import file_sha256
-from defense_hgan.evaluation import accuracy, craft
+from attacks.threats import craft
+from defense_hgan.defense import accuracy
 from defense_hgan.metrics import generator_metrics
+from defense_hgan.report import read_table, write_table
 from defense_hgan.sweep import generator_from_checkpoint
 from measure import machine, markdown_table, write_report
 
@@ -54,17 +54,11 @@ def snapshots(run: Path, every: int) -> list[tuple[int, Path]]:
 
 
 def read_rows(out: Path) -> list[dict]:
-    if not out.exists():
-        return []
-    with out.open(newline="") as file:
-        return list(csv.DictReader(file))
+    return read_table(out, COLUMNS, what="training-curve CSV") if out.exists() else []
 
 
 def write_rows(rows: list[dict], out: Path) -> None:
-    with atomic_write(out, newline="") as file:
-        writer = csv.DictWriter(file, COLUMNS)
-        writer.writeheader()
-        writer.writerows(sorted(rows, key=lambda row: int(row["step"])))
+    write_table(out, COLUMNS, sorted(rows, key=lambda row: int(row["step"])))
 
 
 def check_same_settings(rows: list[dict], settings: dict, out: Path) -> None:

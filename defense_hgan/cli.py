@@ -235,7 +235,8 @@ def evaluate(
     from defense_hgan.checkpoints import check_trained_on
     from defense_hgan.classifier_io import load_classifier
     from defense_hgan.data import load_dataset
-    from defense_hgan.evaluation import evaluate as run, gan_defense
+    from defense_hgan.defense import gan_defense
+    from defense_hgan.evaluation import evaluate as run
     from defense_hgan.generator_io import load_generator
 
     check_trained_on(dataset, generator=generator, classifier=classifier)

@@ -6,6 +6,10 @@ Three ways in, one projection behind them all:
 - ``art_defense.DefenseGANPreprocessor``: the same projection as an ART preprocessor;
 - ``art_defense.art_classifier(classifier, generator)``: an ART ``PyTorchClassifier`` using it.
 
+``gan_defense`` builds the ``Defense`` an attack evaluation needs: the deployed
+projection, seeded, that scores, and the attacker's projection, unseeded (and
+possibly cheaper), that BPDA attackers differentiate.
+
 ART lives in its own module so that importing the library does not pay ART's
 multi-second import.
 
@@ -17,6 +21,9 @@ A classifier and a generator loaded from checkpoints of different datasets
 are refused (``checkpoints.check_trained_on``).
 """
 from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -83,3 +90,68 @@ def defend(classifier: nn.Module, generator: nn.Module, L: int = 200, R: int = 1
     """
     check_trained_on(classifier=classifier, generator=generator)
     return DefendedClassifier(classifier, Projector(generator, L, R, **options))
+
+
+@torch.no_grad()
+def correct(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor, purify: nn.Module | None = None,
+            batch_size: int = 500) -> torch.Tensor:
+    """Per-image hits (bool, N) of the classifier on ``images``, through ``purify`` when given (one call)."""
+    device = next(classifier.parameters()).device
+    if purify is not None:
+        images = purify(images.to(device))
+    hits = [classifier(images[i : i + batch_size].to(device)).argmax(1).cpu() == labels[i : i + batch_size].cpu()
+            for i in range(0, len(images), batch_size)]
+    return torch.cat(hits)
+
+
+def accuracy(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor, purify: nn.Module | None = None) -> float:
+    """The fraction of ``images`` classified right (through ``purify`` when given), exactly as rows count it."""
+    hits = correct(classifier, images, labels, purify)
+    return int(hits.sum()) / len(hits)
+
+
+@dataclass
+class Defense:
+    """A defense as evaluated: modules mapping images in [0, 1] to the images the classifier sees.
+
+    ``purify`` scores (deterministic); ``attacked`` is what BPDA attackers
+    differentiate, with fresh randomness each call and its own gradient.
+    ``generator``, when there is one, is checked against the classifier's dataset.
+    """
+
+    purify: nn.Module
+    attacked: nn.Module
+    description: dict = field(default_factory=dict)
+    generator: nn.Module | None = None
+
+
+def gan_defense(generator: nn.Module, L: int = 200, R: int = 10, *, seed: int = 0, progress: bool = False,
+                attacker_L: int | None = None, attacker_R: int | None = None, **options) -> Defense:
+    """Defense-GAN as evaluated: seeded projections to score, unseeded ones to attack; options as in ``project``.
+
+    ``attacker_L`` and ``attacker_R`` (default: ``L``, ``R``) set the
+    attacker's projection alone (``Defense.attacked``, what BPDA attacks
+    differentiate): a cheaper approximation of the defense for its gradients.
+    Scores always come from the full ``L``, ``R`` projection.
+    """
+    L, R = positive_int(L, "L"), positive_int(R, "R")
+    attacker_L = L if attacker_L is None else positive_int(attacker_L, "attacker_L")
+    attacker_R = R if attacker_R is None else positive_int(attacker_R, "attacker_R")
+    return Defense(
+        purify=Projector(generator, L, R, seed=seed, progress=progress, **options),
+        attacked=Projector(generator, attacker_L, attacker_R, **options),
+        description={"name": "defense-gan", "L": L, "R": R, "attacker_L": attacker_L, "attacker_R": attacker_R,
+                     "seed": seed, "options": options},
+        generator=generator,
+    )
+
+
+def positive_int(value, name: str) -> int:
+    """``value`` as a positive int (numpy integers too), or a ValueError naming it."""
+    try:
+        number = operator.index(value)
+    except TypeError:
+        number = 0
+    if number < 1 or isinstance(value, bool):
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return number

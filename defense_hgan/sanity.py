@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 from attacks import attack_settings
-from defense_hgan.evaluation import Defense, attack_row
+from defense_hgan.defense import Defense
+from defense_hgan.scoring import attack_row
 
 EPS_SCALES = (0.25, 0.5, 1.0, 2.0)
 Measure = Callable[[str, str, dict], dict]  # (attack, threat, ART overrides) -> its result row on the images
@@ -87,6 +88,11 @@ def sanity_checks(classifier: nn.Module, defense: Defense, images: torch.Tensor,
     ]
     return {"threat": threat, "attack": "pgd", "tolerance": tolerance, "near_zero": near_zero,
             "passed": all(c["passed"] for c in checks), "checks": checks}
+
+
+def sanity_settings(dataset: str, settings: dict) -> dict:
+    """What the checks' results depend on beyond the run's identity: PGD's and FGSM's settings."""
+    return {attack: attack_settings(attack, dataset, **settings.get(attack, {})) for attack in ("pgd", "fgsm")}
 
 
 def _check(name: str, passed: bool, detail: str, values: dict) -> dict:

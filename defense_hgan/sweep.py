@@ -6,7 +6,7 @@ MSE of the clean images and the seconds their projection took (the setting's
 time cost). Under the ``oblivious`` threat the adversarial images do not depend
 on the defense, so they are crafted once per sweep, against the bare
 classifier, and every cell reuses them; under ``bpda`` / ``bpda-eot`` each cell
-crafts its own against its defense (``evaluation.attack_row``).
+crafts its own against its defense (``scoring.attack_row``).
 
 Results go to ``OUT/sweep.csv``, one tidy row per cell (``COLUMNS``), rewritten
 atomically after every cell; OUT is locked for the run (``locking.output_lock``).
@@ -22,7 +22,6 @@ one would, bar the seconds.
 """
 from __future__ import annotations
 
-import csv
 import json
 import os
 import time
@@ -32,9 +31,9 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from defense_hgan.atomic import atomic_write
 from defense_hgan.checkpoints import check_trained_on, checkpoint_difference, file_sha256, same_file
 from defense_hgan.locking import output_lock
+from defense_hgan.report import read_table, write_table
 
 CSV_NAME = "sweep.csv"
 # The settings every row of one CSV shares; a rerun with others is refused (the classifier: by content).
@@ -95,8 +94,9 @@ def run_sweep(classifier: nn.Module, generators: list[SweepGenerator], images: t
     from tqdm.auto import tqdm
 
     from attacks import ATTACKS, attack_settings
+    from attacks.threats import THREATS, check_names
     from defense_hgan.data import dataset_info, label_counts, warn_if_unbalanced
-    from defense_hgan.evaluation import THREATS, accuracy, check_names
+    from defense_hgan.defense import accuracy
 
     attack = check_names([attack], ATTACKS, "attack")[0]
     threat = check_names([threat], THREATS, "threat model")[0]
@@ -137,7 +137,7 @@ def run_sweep(classifier: nn.Module, generators: list[SweepGenerator], images: t
             rows.append({"generator": name, "generator_model": generator.model, "L": l, "R": r, **run,
                          "generator_sha256": sha256,
                          **_cell(classifier, generator.module, l, r, images, labels, clean, crafted, **cell_options)})
-            _write(path, rows)
+            write_table(path, COLUMNS, rows)
     return rows
 
 
@@ -162,8 +162,9 @@ def _stored_name(path: Path, rows: list[dict], name: str, sha256: str) -> str:
 def _cell(classifier, generator, L, R, images, labels, clean, crafted, *, attack, threat, dataset, settings,
           eot_samples, seed, **options) -> dict:
     """One cell's results: the clean images projected (timed), then the attacked ones scored."""
-    from defense_hgan.evaluation import accuracy, attack_row, gan_defense
+    from defense_hgan.defense import accuracy, gan_defense
     from defense_hgan.projection import project
+    from defense_hgan.scoring import attack_row
 
     start = time.perf_counter()
     projection = project(generator, images, L, R, seed=seed, **options)  # what the defense's purify computes
@@ -191,8 +192,9 @@ def _cell(classifier, generator, L, R, images, labels, clean, crafted, *, attack
 
 def _oblivious(classifier, images, labels, attack, dataset, settings, seed, progress) -> tuple[torch.Tensor, float]:
     """The oblivious attack's adversarial images (crafted against the bare classifier) and its bare accuracy."""
+    from attacks.threats import craft
+    from defense_hgan.defense import accuracy
     from defense_hgan.devices import seed_everything
-    from defense_hgan.evaluation import accuracy, craft
 
     seed_everything(seed)  # as attack_row does, so the images match an evaluation's
     adversarial = craft(classifier, None, images, labels, attack=attack, threat="oblivious", dataset=dataset,
@@ -205,14 +207,7 @@ def read_sweep(path: str | os.PathLike) -> list[dict]:
 
     A CSV of an older version (without ``CONTENT_COLUMNS``) reads with those columns empty.
     """
-    path = Path(path)
-    older = COLUMNS[:-len(CONTENT_COLUMNS)]
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        if tuple(reader.fieldnames or ()) not in (COLUMNS, older):
-            raise ValueError(f"{path} is not a sweep CSV of this version: its columns are {reader.fieldnames}, "
-                             f"expected {list(COLUMNS)}")
-        rows = [{name: row.get(name, "") for name in COLUMNS} for row in reader]
+    rows = read_table(path, COLUMNS, older=COLUMNS[:-len(CONTENT_COLUMNS)], what="sweep CSV")
     for row in rows:
         for name in _INTS:
             row[name] = int(row[name])
@@ -240,11 +235,3 @@ def _previous_rows(path: Path, run: dict) -> list[dict]:
         if reason:
             raise ValueError(f"{path} holds a sweep with {reason}; {_FIX}")
     return rows
-
-
-def _write(path: Path, rows: list[dict]) -> None:
-    """Write the CSV atomically (temp file + rename): an interruption leaves the previous complete file."""
-    with atomic_write(path, newline="") as f:
-        writer = csv.DictWriter(f, COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)

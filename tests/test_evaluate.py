@@ -7,15 +7,16 @@ import pytest
 import torch
 from torch import nn
 
-from defense_hgan.art_defense import art_classifier
-from defense_hgan.evaluation import (
-    THREATS, Defense, ExpectedDefended, attack_row, evaluate, gan_defense, threat_estimator, wilson_interval,
-)
+from attacks.threats import THREATS, ExpectedDefended, threat_estimator
 from defense_hgan import defense as defense_module
+from defense_hgan.art_defense import art_classifier
 from defense_hgan.checkpoints import file_sha256
+from defense_hgan.defense import Defense, gan_defense
+from defense_hgan.evaluation import evaluate
 from defense_hgan.locking import FolderInUseError, output_lock
 from defense_hgan.report import read_results, write_results
 from defense_hgan.sanity import sanity_checks
+from defense_hgan.scoring import attack_row, wilson_interval
 from tests.test_attacks import SHAPE, blobs, trained_classifier
 from tests.test_projection import TinyGenerator
 
@@ -544,3 +545,29 @@ def test_cli_refuses_an_out_that_is_a_file_in_one_line(mnist_root, tmp_path, mon
              "--out", str(tmp_path / "results"))
     assert str(refused.value.code) == (f"error: {tmp_path / 'results'} must be a folder, but {tmp_path / 'results'} "
                                        "is a file; choose another output folder (--out)")
+
+
+def test_the_results_store_refuses_a_mixed_run_and_resumes_its_own(tmp_path, monkeypatch):
+    from defense_hgan.report import ResultsStore
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.pt").write_bytes(b"a classifier")
+    identity = {"classifier": "c.pt", "sha256": {"classifier": file_sha256("c.pt")}, "dataset": "mnist",
+                "subset": {"n": 10, "of": 100, "selection": "the first n images of the test set",
+                           "label_counts": [1] * 10}, "seed": 0, "confidence_level": 0.95,
+                "defense": {"name": "none"}, "chunk": 5}
+    store = ResultsStore(identity, tmp_path / "out", ("classifier",))
+    assert store.plan(["fgsm"], ["oblivious"], sanity=False) == [("none", "none"), ("fgsm", "oblivious")]
+    part = {"attack": "fgsm", "threat": "oblivious", "settings": {"eps": 0.3}, "seed": 0, "n": 5, "seconds": 1.0}
+    store.add_part("fgsm/oblivious", part)
+    resumed = ResultsStore(identity, tmp_path / "out", ("classifier",))
+    assert resumed.resumed and resumed.parts("fgsm/oblivious") == [part]
+    assert resumed.plan(["fgsm"], ["oblivious"], sanity=False) == [("none", "none"), ("fgsm", "oblivious")]
+    assert resumed.results["pending"] == ["none/none", "fgsm/oblivious (5 of 10 images done)"]
+    with pytest.raises(ValueError, match=r"holds fgsm under oblivious with settings \{'eps': 0.3\}, but this run's"):
+        resumed.check_rows(lambda attack, threat: {"eps": 0.1})
+    with pytest.raises(ValueError, match="holds an evaluation with seed 0, but this one has 1; rerun"):
+        ResultsStore({**identity, "seed": 1}, tmp_path / "out", ("classifier",))
+    (tmp_path / "c.pt").write_bytes(b"another classifier")
+    with pytest.raises(ValueError, match=r"classifier 'c.pt' of sha256 \w{12}, but that file has changed since"):
+        ResultsStore({**identity, "sha256": {"classifier": file_sha256("c.pt")}}, tmp_path / "out", ("classifier",))

@@ -8,15 +8,17 @@ import matplotlib
 import pytest
 import torch
 
+from attacks import threats
 from classifiers import build_classifier
-from defense_hgan import cli, evaluation, projection
+from defense_hgan import cli, projection
 from defense_hgan.checkpoints import file_sha256
 from defense_hgan.classifier_io import save_classifier
-from defense_hgan.evaluation import attack_row, gan_defense
+from defense_hgan.defense import gan_defense
 from defense_hgan.generator_io import save_generator
 from defense_hgan.generators import build_generator
 from defense_hgan.plots import cost_table, figure5, load_sweep, show_reconstructions, time_figure
 from defense_hgan.locking import FolderInUseError, output_lock
+from defense_hgan.scoring import attack_row
 from defense_hgan.sweep import CONTENT_COLUMNS, COLUMNS, CSV_NAME, SweepGenerator, parse_grid, run_sweep
 from tests.test_attacks import blobs, trained_classifier
 from tests.test_projection import TinyGenerator
@@ -47,7 +49,7 @@ def counts(monkeypatch):
         return wrapper
 
     monkeypatch.setattr(projection, "project", counting("project", projection.project))
-    monkeypatch.setattr(evaluation, "build_attack", counting("attack", evaluation.build_attack))
+    monkeypatch.setattr(threats, "build_attack", counting("attack", threats.build_attack))
     return calls
 
 

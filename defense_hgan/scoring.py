@@ -1,0 +1,82 @@
+"""Result rows: a classifier's accuracy, bare and defended, on one attack's images, with Wilson intervals.
+
+A row is ``{attack, threat, settings, seed, n, correct_*, accuracy_*,
+interval_*, seconds}`` for ``*`` in undefended, defended. ``attack_row``
+crafts and scores one; ``merge_rows`` adds up rows measured on disjoint
+chunks of the same images. Every row reseeds, so a row does not depend on
+which rows ran before it.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+from torch import nn
+
+from attacks import attack_settings
+from attacks.threats import make_attack
+from defense_hgan.defense import Defense, correct
+from defense_hgan.devices import seed_everything
+
+Z95 = 1.959963984540054  # the standard normal's 97.5% quantile
+ADAPTIVE = ("bpda", "bpda-eot")  # the threat models whose attacker uses the defense's attacker projection
+
+
+def attack_row(classifier: nn.Module, defense: Defense, images: torch.Tensor, labels: torch.Tensor, *,
+               attack: str, threat: str, dataset: str, settings: dict | None = None, eot_samples: int = 5,
+               seed: int = 0, progress: bool = False) -> dict:
+    """One result row: craft adversarial images under ``threat``, score them bare and defended.
+
+    ``attack="none"`` scores the clean images (the "no attack" row).
+    """
+    start = time.perf_counter()
+    seed_everything(seed)
+    used = row_settings(attack, threat, dataset, settings, eot_samples, defense)
+    adversarial = images if attack == "none" else make_attack(
+        attack, threat, classifier, defense, dataset=dataset, settings=settings, eot_samples=eot_samples,
+        progress=progress)(images, labels)
+    hits = {"undefended": int(correct(classifier, adversarial, labels).sum()),
+            "defended": int(correct(classifier, adversarial, labels, defense.purify).sum())}
+    row = {"attack": attack, "threat": threat, "settings": used, "seed": seed}
+    return scored_row(row, len(labels), hits, time.perf_counter() - start)
+
+
+def row_settings(attack: str, threat: str, dataset: str, settings: dict | None = None, eot_samples: int = 5,
+                 defense: Defense | None = None) -> dict:
+    """The settings a row records: the attack's ART settings, with ``eot_samples`` under bpda-eot and the
+    attacker's projection (the defense's ``attacker_L``, ``attacker_R``) under bpda and bpda-eot."""
+    if attack == "none":
+        return {}
+    used = attack_settings(attack, dataset, **(settings or {}))
+    if threat == "bpda-eot":
+        used["eot_samples"] = eot_samples
+    if threat in ADAPTIVE and defense is not None:
+        used.update({k: defense.description[k] for k in ("attacker_L", "attacker_R") if k in defense.description})
+    return used
+
+
+def merge_rows(parts: list[dict]) -> dict:
+    """One row from rows of the same attack and threat on disjoint chunks of images: counts add up."""
+    hits = {which: sum(part[f"correct_{which}"] for part in parts) for which in ("undefended", "defended")}
+    return scored_row(parts[0], sum(part["n"] for part in parts), hits, sum(part["seconds"] for part in parts))
+
+
+def scored_row(row: dict, n: int, hits: dict, seconds: float) -> dict:
+    """``row`` with n, the hit counts, accuracies, Wilson intervals and seconds of ``hits`` out of ``n`` images."""
+    row = {k: row[k] for k in ("attack", "threat", "settings", "seed")} | {"n": n}
+    for which, count in hits.items():
+        row[f"correct_{which}"] = count
+        row[f"accuracy_{which}"] = count / n
+        row[f"interval_{which}"] = list(wilson_interval(count, n))
+    return {**row, "seconds": round(seconds, 2)}
+
+
+def wilson_interval(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson's score interval for a binomial proportion: sound near 0 and 1 and for small n."""
+    if n <= 0:
+        return (0.0, 1.0)
+    p = correct / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))

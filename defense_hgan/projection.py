@@ -165,15 +165,20 @@ def halving_rungs(prune: float, L: int, R: int) -> dict[int, int]:
     The first rung is step ceil(prune L); each later one doubles it, so every
     rung costs about the same latent-steps while the restarts halve.
     """
-    if isinstance(prune, bool) or not isinstance(prune, numbers.Real) or not 0 < prune < 1:
-        raise ValueError(f"prune must be None (off) or a fraction of L in (0, 1) at which successive halving "
-                         f"of the restarts starts, e.g. 0.05; got {prune!r}")
-    rungs, kept, at = {}, R, prune * L
+    rungs, kept, at = {}, R, check_prune(prune) * L
     while kept > 1 and math.ceil(at) < L:
         kept = math.ceil(kept / 2)
         rungs[math.ceil(at)] = kept  # two halvings at one step (tiny prune * L) keep the later count
         at *= 2
     return rungs
+
+
+def check_prune(prune) -> float:
+    """``prune`` if it is a fraction in (0, 1), else a ValueError saying what it means."""
+    if isinstance(prune, bool) or not isinstance(prune, numbers.Real) or not 0 < prune < 1:
+        raise ValueError(f"prune must be None (off) or a fraction of L in (0, 1) at which successive halving "
+                         f"of the restarts starts, e.g. 0.05; got {prune!r}")
+    return prune
 
 
 def _check_starts(z0, x: torch.Tensor, R: int, generator: nn.Module) -> torch.Tensor:

@@ -22,6 +22,7 @@ resumes there (a state made with other settings is refused).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shlex
 import sys
@@ -83,7 +84,7 @@ def read_state(path: Path, settings: dict) -> list[dict]:
     """The chunks a previous run of the same settings finished; other settings are refused."""
     if not path.exists():
         return []
-    state = json.loads(path.read_text())
+    state = torch.load(path, weights_only=True)
     changed = [f"{key}: {state['settings'].get(key)!r} -> {value!r}" for key, value in settings.items()
                if state["settings"].get(key) != value]
     if changed:
@@ -93,8 +94,31 @@ def read_state(path: Path, settings: dict) -> list[dict]:
 
 
 def write_state(path: Path, settings: dict, chunks: list[dict]) -> None:
-    with atomic_write(path) as file:
-        json.dump({"settings": settings, "chunks": chunks}, file)
+    with atomic_write(path, "wb") as file:
+        torch.save({"settings": settings, "chunks": chunks}, file)
+
+
+def run_chunks(args, settings: dict, measure, benchmark: str) -> tuple[list[dict], torch.Tensor]:
+    """(chunks, labels): ``measure(generator, classifier, {"clean": x, "fgsm": x_adv})`` of every chunk of images.
+
+    Each chunk is saved to --state (default: runs/BENCHMARK/HASH-OF-SETTINGS.pt) as it finishes; a rerun
+    resumes after the last one saved.
+    """
+    device = torch.device(args.device)
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    state = args.state or ROOT / "runs" / benchmark / f"{digest}.pt"
+    chunks = read_state(state, settings)
+    generator = load_generator(args.generator, device)
+    classifier = load_classifier(args.classifier, device)
+    images, labels = load_dataset("mnist", train=False, root=args.data_root)
+    images, labels = images[: args.n].to(device), labels[: args.n].to(device)
+    adversarial = craft(classifier, None, images, labels, attack="fgsm", threat="oblivious", dataset="mnist")
+    for start in tqdm(range(len(chunks) * args.chunk, len(images), args.chunk), desc=f"chunks -> {state}"):
+        part = slice(start, start + args.chunk)
+        chunks.append({"start": start, **measure(generator, classifier, {"clean": images[part],
+                                                                         "fgsm": adversarial[part]})})
+        write_state(state, settings, chunks)
+    return chunks, labels.cpu()
 
 
 def summarize(chunks: list[dict], labels: torch.Tensor, names: tuple[str, ...], variant: str) -> dict:
@@ -178,26 +202,20 @@ def shown(path: Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
+def settings_of(args) -> dict:
+    """What a state file is made with: a rerun resumes only under the same settings."""
+    return {"generator": shown(args.generator), "generator_sha256": file_sha256(args.generator),
+            "classifier": shown(args.classifier), "classifier_sha256": file_sha256(args.classifier),
+            "n": args.n, "seed": args.seed, "L": args.L, "R": args.R, "prune": args.prune, "chunk": args.chunk,
+            "machine": machine(torch.device(args.device))}
+
+
 def run(args, argv: list[str]) -> str:
+    settings = settings_of(args) | {"other_seed": args.other_seed}
     device = torch.device(args.device)
-    settings = {"generator": shown(args.generator), "generator_sha256": file_sha256(args.generator),
-                "classifier": shown(args.classifier), "classifier_sha256": file_sha256(args.classifier),
-                "n": args.n, "seed": args.seed, "L": args.L, "R": args.R, "prune": args.prune,
-                "other_seed": args.other_seed, "chunk": args.chunk, "machine": machine(device)}
-    state = args.state or ROOT / "runs" / "restart_pruning" / (
-        f"{settings['generator_sha256'][:12]}-n{args.n}-seed{args.seed}-prune{'_'.join(map(str, args.prune))}.json")
-    chunks = read_state(state, settings)
-    generator = load_generator(args.generator, device)
-    classifier = load_classifier(args.classifier, device)
-    images, labels = load_dataset("mnist", train=False, root=args.data_root)
-    images, labels = images[: args.n].to(device), labels[: args.n].to(device)
-    adversarial = craft(classifier, None, images, labels, attack="fgsm", threat="oblivious", dataset="mnist")
-    for start in tqdm(range(len(chunks) * args.chunk, len(images), args.chunk), desc=f"chunks -> {state}"):
-        part = slice(start, start + args.chunk)
-        chunks.append({"start": start, **measure_chunk(
-            generator, classifier, {"clean": images[part], "fgsm": adversarial[part]}, args, device)})
-        write_state(state, settings, chunks)
-    return report(chunks, labels.cpu(), settings, argv)
+    chunks, labels = run_chunks(args, settings, lambda generator, classifier, images: measure_chunk(
+        generator, classifier, images, args, device), "restart_pruning")
+    return report(chunks, labels, settings, argv)
 
 
 def prune_values(text: str) -> list[float]:
@@ -208,9 +226,9 @@ def prune_values(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def main(argv=None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parser_of(description: str, out: Path) -> argparse.ArgumentParser:
+    """The arguments of both restart benchmarks (this one and restart_ranks.py)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--generator", type=Path, default=GENERATOR,
                         help="generator checkpoint (default: the DCGAN at 10,000 steps; "
                              "also e.g. zoo/mnist-wgan-gp/generator.pt)")
@@ -223,12 +241,18 @@ def main(argv=None) -> None:
     parser.add_argument("--R", type=int, default=10)
     parser.add_argument("--prune", type=prune_values, default=[0.05, 0.1, 0.2],
                         help="project()'s prune values to measure, comma-separated (the first halving's fraction of L)")
+    parser.add_argument("--chunk", type=int, default=50, help="images projected and saved at a time")
+    parser.add_argument("--state", type=Path,
+                        help="partial results, for resuming (default: runs/BENCHMARK/HASH-OF-SETTINGS.pt)")
+    parser.add_argument("--out", type=Path, default=out)
+    return parser
+
+
+def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = parser_of(__doc__.splitlines()[0], RESULTS)
     parser.add_argument("--other-seed", action="store_true",
                         help="also run the full projection with seed+1: the agreement the defense has with itself")
-    parser.add_argument("--chunk", type=int, default=50, help="images projected and saved at a time")
-    parser.add_argument("--state", type=Path, help="partial results, for resuming "
-                                                   "(default: runs/restart_pruning/GENERATOR-SETTINGS.json)")
-    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     write_report(run(args, argv), args.out)
 

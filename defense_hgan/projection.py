@@ -223,7 +223,7 @@ def _descend(generator, target, z0, L, optimizer, lr, schedule, early_stop, prio
     for step in range(1, L + 1):
         with autocast(z.device, bf16):
             recon = generator(z)
-        error = _mse(recon.float(), target, r)  # (B, r)
+        error = restart_mse(recon.float(), target, r)  # (B, r)
         loss = error.sum() + prior_weight * z.square().sum() / d if prior_weight else error.sum()
         (z.grad,) = torch.autograd.grad(loss, z)
         opt.step()
@@ -240,7 +240,7 @@ def _descend(generator, target, z0, L, optimizer, lr, schedule, early_stop, prio
     with torch.no_grad():  # the final latents, scored in fp32 whatever ran the steps
         z = z.detach()
         recon = generator(z).float()
-        error = _mse(recon, target, r)
+        error = restart_mse(recon, target, r)
         best = error.argmin(1)  # (B,)
         pick = torch.arange(b, device=z.device) * r + best
     return recon[pick], z[pick], error.gather(1, best[:, None])[:, 0], step
@@ -253,8 +253,7 @@ def _keep_best(opt: torch.optim.Optimizer, z: torch.Tensor, error: torch.Tensor,
     descent continues exactly as it would have without the others.
     """
     b, r = error.shape
-    kept = error.sort(dim=1, stable=True).indices[:, :keep].sort(1).values  # (B, keep): ties and order by restart index
-    rows = (torch.arange(b, device=z.device)[:, None] * r + kept).flatten()
+    rows = (torch.arange(b, device=z.device)[:, None] * r + best_restarts(error, keep)).flatten()
     survivors = z.detach()[rows].requires_grad_(True)
     state = opt.state.pop(z)
     opt.state[survivors] = {name: value[rows] if value.dim() else value for name, value in state.items()}
@@ -262,7 +261,12 @@ def _keep_best(opt: torch.optim.Optimizer, z: torch.Tensor, error: torch.Tensor,
     return survivors
 
 
-def _mse(recon: torch.Tensor, target: torch.Tensor, r: int) -> torch.Tensor:
+def best_restarts(error: torch.Tensor, keep: int) -> torch.Tensor:
+    """Indices (B, keep) of each image's ``keep`` lowest errors of error (B, r), in restart order (ties: lower index)."""
+    return error.sort(dim=1, stable=True).indices[:, :keep].sort(1).values
+
+
+def restart_mse(recon: torch.Tensor, target: torch.Tensor, r: int) -> torch.Tensor:
     """Per-image, per-restart MSE (B, R) of recon (B*R, C, H, W) against target (B, C, H, W)."""
     return (recon.view(len(target), r, *target.shape[1:]) - target[:, None]).square().mean((2, 3, 4))
 

@@ -16,7 +16,11 @@ rungs each image keeps the better half of its restarts, so most of the L steps
 run on one or two latents per image instead of R. Every restart descends
 independently, and a survivor keeps its optimiser state, so a survivor's
 trajectory is the one it has in the full run: the pruned result is the full
-run's whenever the full run's best restart survives the rungs.
+run's whenever the full run's best restart survives the rungs. It often does
+not: the restart that ends best can trail for a long time (a plateau it
+escapes late), so pruning changes some defended predictions;
+benchmarks/restart_ranks.py replays every prune value on a full run's errors
+and says how many.
 
 Any generator works that has ``latent_dim``, ``image_shape`` (C, H, W) and
 maps (N, latent_dim) latents to (N, C, H, W) images in [0, 1].

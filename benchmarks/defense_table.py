@@ -4,8 +4,10 @@ Reads every ``benchmarks/results/paper_tables/DATASET-MODEL/THREAT/results.json`
 (written by ``paper_tables.sh``, or ``evaluate`` with such an --out) and
 writes ``benchmarks/results/defense_tables.md``: per dataset, one row per
 defense and threat model with the defended accuracy [95% Wilson interval] for
-no attack, FGSM, PGD and CW-L2, the undefended classifier's row, and the
-paper's rows; each of our rows' notes gives the sanity checks' verdict where
+no attack, FGSM, PGD and CW-L2 (and APGD-CE, APGD-DLR, Square and AutoAttack
+where a run has them), then the strongest attack run: the lowest defended
+accuracy over the row's attacks, named; the undefended classifier's row, and
+the paper's rows; each of our rows' notes gives the sanity checks' verdict where
 they ran. Incomplete evaluations are shown with what they have, marked, as
 are rows whose sanity checks failed.
 
@@ -22,11 +24,14 @@ import re
 from pathlib import Path
 from typing import NamedTuple
 
+from defense_hgan.report import strongest
 from measure import markdown_table, write_report
 
 RESULTS = Path(__file__).resolve().parent / "results"
-COLUMNS = ("none", "fgsm", "pgd", "cw")
-HEADER = ["defense", "threat", "images", "no attack", "FGSM", "PGD", "CW-L2"]
+# attack -> column; the first four always, the others where a run has them
+COLUMNS = {"none": "no attack", "fgsm": "FGSM", "pgd": "PGD", "cw": "CW-L2", "apgd-ce": "APGD-CE",
+           "apgd-dlr": "APGD-DLR", "square": "Square", "autoattack": "AutoAttack"}
+ALWAYS = ("none", "fgsm", "pgd", "cw")
 NAMES = {"wgan-gp": "Defense-GAN", "hgan": "Defense-HGAN"}  # the papers' names; others: Defense-MODEL
 # HGAN paper (Tables 8 and 9, L = 200, R = 10): the "no attack" column, then FGSM eps 0.3, PGD, CW-L2.
 # The paper gives no subset size, threat model beyond Defense-GAN's white-box setting, or PGD / CW settings.
@@ -60,24 +65,41 @@ def dataset_section(dataset: str, runs: list[Run]) -> list[str]:
     """One dataset's table (the paper's rows, each followed by ours) and notes saying what each of ours ran."""
     return ([f"## {TITLES.get(dataset, dataset)}\n"] + dataset_table(dataset, runs)
             + ["Accuracy [95% Wilson interval] through the defense; the undefended row is the bare classifier "
-               "on the oblivious attacks' images of the largest run. The paper states no subset size or attack "
-               "settings beyond FGSM's eps.\n"]
+               "on the oblivious attacks' images of the largest run. The strongest attack is the one of each row "
+               "that leaves the lowest accuracy (AutoAttack is itself a per-image worst case: an image counts as "
+               "robust only if APGD-CE, APGD-DLR and Square all fail on it). The paper states no subset size or "
+               "attack settings beyond FGSM's eps.\n"]
             + [_note(run) for run in _ours(dataset, runs)] + [""])
 
 
 def dataset_table(dataset: str, runs: list[Run]) -> list[str]:
     """The table's Markdown lines: the undefended classifier, then the paper's rows, each followed by ours."""
     paper = PAPER.get(dataset, {})
+    ran = {row["attack"] for run in runs for row in run.results["rows"]}
+    columns = [attack for attack in COLUMNS if attack in ALWAYS or attack in ran]
     largest = max(runs, key=lambda run: (run.threat == "oblivious", run.results["subset"]["n"])).results
-    bare = {row["attack"]: row for row in largest["rows"] if row["threat"] in ("none", "oblivious")}
+    bare = [row for row in largest["rows"] if row["threat"] in ("none", "oblivious")]
     rows = [[f"none (classifier `{largest['classifier']}`){_airplanes_only(largest)}", "-", largest["subset"]["n"]]
-            + [_accuracy(bare.get(attack), "undefended") for attack in COLUMNS]]
+            + _cells(bare, "oblivious", columns, "undefended")]
     ours = _ours(dataset, runs)
     for name, numbers in paper.items():
-        rows.append([f"{name} (paper)", "white-box", "?"] + [f"{value:.3f}" for value in numbers])
-        rows += [_our_row(run) for run in ours if _name(run.model) == name]
-    rows += [_our_row(run) for run in ours if _name(run.model) not in paper]  # e.g. ARGAN: no paper row
-    return markdown_table(HEADER, rows)
+        by_column = dict(zip(ALWAYS, numbers))
+        weakest = min(ALWAYS[1:], key=by_column.get)
+        rows.append([f"{name} (paper)", "white-box", "?"] + [f"{by_column[a]:.3f}" if a in by_column else "-"
+                                                             for a in columns]
+                    + [f"{by_column[weakest]:.3f} {COLUMNS[weakest]}"])
+        rows += [_our_row(run, columns) for run in ours if _name(run.model) == name]
+    rows += [_our_row(run, columns) for run in ours if _name(run.model) not in paper]  # e.g. ARGAN: no paper row
+    header = ["defense", "threat", "images", *(COLUMNS[attack] for attack in columns), "strongest attack"]
+    return markdown_table(header, rows)
+
+
+def _cells(rows: list[dict], threat: str, columns: list[str], which: str = "defended") -> list[str]:
+    """One table row's cells: each column's accuracy under ``threat`` (and no attack), then the strongest attack's."""
+    by_attack = {row["attack"]: row for row in rows if row["threat"] in ("none", threat)}
+    worst = strongest(rows, threat, which)
+    named = f"{_accuracy(worst, which)} {COLUMNS.get(worst['attack'], worst['attack'])}" if worst else "-"
+    return [_accuracy(by_attack.get(attack), which) for attack in columns] + [named]
 
 
 def _ours(dataset: str, runs: list[Run]) -> list[Run]:
@@ -111,21 +133,21 @@ def _accuracy(row: dict | None, which: str = "defended") -> str:
     return f"{row[f'accuracy_{which}']:.3f} [{low:.3f}, {high:.3f}]"
 
 
-def _our_row(run: Run) -> list:
-    by_attack = {row["attack"]: row for row in run.results["rows"] if row["threat"] in ("none", run.threat)}
+def _our_row(run: Run, columns: list[str]) -> list:
     label = (f"{_name(run.model)} (ours, {run.model})" + (" **incomplete**" if run.results.get("pending") else "")
              + (" **sanity checks failed**" if _failed_checks(run.results) else "")
              + _airplanes_only(run.results))
-    return [label, run.threat, run.results["subset"]["n"]] + [_accuracy(by_attack.get(attack)) for attack in COLUMNS]
+    return [label, run.threat, run.results["subset"]["n"]] + _cells(run.results["rows"], run.threat, columns)
 
 
 def _note(run: Run) -> str:
     """What one of our rows ran: generator, projection, attacker, seed, time, attack settings, results file."""
     d, results = run.results["defense"], run.results
-    described = "; ".join(f"{row['attack']}: " + ", ".join(
-        f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row["settings"].items()
-        if k not in ("batch_size", "verbose", "attacker_L", "attacker_R")) for row in results["rows"] if row["attack"] != "none")
+    described = "; ".join(f"{row['attack']}: {_described(row['settings'])}" for row in results["rows"]
+                          if row["attack"] != "none")
     attacker = f", attacker's projection L={d['attacker_L']}, R={d['attacker_R']}" if run.threat != "oblivious" else ""
+    if attacker and "attacker_warm_L" in d:
+        attacker += f" warm-started ({d['attacker_warm_L']} steps from each image's previous latent)"
     pending = f" Still to run: {', '.join(results['pending'])}." if results.get("pending") else ""
     if _airplanes_only(results):
         pending += (" Measured before CIFAR-10 was read class-interleaved: its test images are all airplanes,"
@@ -134,6 +156,13 @@ def _note(run: Run) -> str:
             f"L={d['L']}, R={d['R']}, seed {results['seed']}{attacker}, {results['seconds'] / 60:.0f} min "
             f"of compute{'; ' + described if described else ''}.{_sanity(results)}{pending} "
             f"Full results: `{run.path.with_suffix('.md')}`.")
+
+
+def _described(settings: dict) -> str:
+    """'norm inf, eps 0.3, ...' (a worst case's parts in brackets), without throughput and the attacker's projection."""
+    return ", ".join(f"{k} ({_described(v)})" if isinstance(v, dict) else f"{k} {v:.4g}" if isinstance(v, float)
+                     else f"{k} {v}" for k, v in settings.items()
+                     if k not in ("batch_size", "verbose", "attacker_L", "attacker_R", "attacker_warm_L"))
 
 
 def _airplanes_only(results: dict) -> str:

@@ -188,6 +188,7 @@ def evaluate(
     R: int = 10,
     attacker_L: int | None = None,
     attacker_R: int | None = None,
+    attacker_warm_L: int | None = None,
     n: int = 500,
     eps: float | None = None,
     settings: dict | None = None,
@@ -211,16 +212,23 @@ def evaluate(
         classifier: a classifier checkpoint (train-classifier's OUT/classifier.pt).
         generator: a generator checkpoint of the same dataset (train-generator's OUT/generator.pt).
         dataset: mnist, fashion-mnist or cifar10; its test set is attacked.
-        attacks: comma-separated, of fgsm, pgd, cw (settings: see the attacks package).
+        attacks: comma-separated, of fgsm, pgd, cw, apgd-ce, apgd-dlr, square, autoattack (the per-image worst
+            case over apgd-ce, apgd-dlr and square); settings: see the attacks package. results.md names the
+            strongest attack under each threat model.
         threat: comma-separated threat models, of oblivious, bpda, bpda-eot.
         L: projection steps (of the deployed defense, which scores every row).
         R: projection restarts (likewise).
         attacker_L: bpda, bpda-eot: projection steps of the attacker's projection, a cheaper approximation of the
             defense for its gradients (default: L); the rows are still scored with L, R.
         attacker_R: bpda, bpda-eot: restarts of the attacker's projection (default: R).
+        attacker_warm_L: bpda: warm-start the attacker's projection: within an attack, each image takes this many
+            steps (1 restart) from its latent of the previous attack iteration, after one cold attacker_L,
+            attacker_R projection of the clean images (default: every projection cold). Not with bpda-eot.
         n: attack the first n test images (0: all).
-        eps: L-inf budget of fgsm and pgd instead of the dataset's (a number or a fraction such as 8/255).
-        settings: ART overrides per attack, e.g. "{pgd: {max_iter: 100}, cw: {confidence: 5}}".
+        eps: L-inf budget of every L-inf attack (all but cw) instead of the dataset's (a number or a fraction such
+            as 8/255).
+        settings: ART overrides per attack, e.g. "{pgd: {max_iter: 100}, cw: {confidence: 5}}"; autoattack's go to
+            each of its attacks, or to one: "{autoattack: {square: {max_iter: 1000}}}".
         eot_samples: bpda-eot: projections averaged in each gradient.
         sanity: also run Carlini et al. (2019)'s sanity checks (PGD under bpda); failures are flagged.
         chunk: images attacked, scored and saved at a time, so an interruption loses at most one chunk's work.
@@ -232,6 +240,7 @@ def evaluate(
     """
     from fractions import Fraction
 
+    from attacks import LINF_ATTACKS
     from defense_hgan.checkpoints import check_trained_on
     from defense_hgan.classifier_io import load_classifier
     from defense_hgan.data import load_dataset
@@ -244,13 +253,14 @@ def evaluate(
         raise ValueError(f"--settings must be a dict of attack -> ART settings, got {settings!r}")
     settings = {name: dict(values) for name, values in (settings or {}).items()}
     if eps is not None:
-        for name in ("fgsm", "pgd"):
+        for name in LINF_ATTACKS:
             settings.setdefault(name, {}).setdefault("eps", float(Fraction(str(eps))))
     images, labels = load_dataset(dataset, train=False, root=data_root, download=download)
     total, n = len(labels), int(n) if int(n) > 0 else len(labels)
     defense = gan_defense(load_generator(generator, device), int(L), int(R), seed=int(seed), progress=True,
                           attacker_L=None if attacker_L is None else int(attacker_L),
-                          attacker_R=None if attacker_R is None else int(attacker_R))
+                          attacker_R=None if attacker_R is None else int(attacker_R),
+                          attacker_warm_L=None if attacker_warm_L is None else int(attacker_warm_L))
     results = run(
         load_classifier(classifier, device), defense, images[:n], labels[:n], dataset=dataset, attacks=attacks,
         threats=threat, settings=settings, eot_samples=int(eot_samples), seed=int(seed), test_set_size=total,
@@ -295,11 +305,12 @@ def sweep(
         dataset: mnist, fashion-mnist or cifar10; its test set is attacked.
         L: projection steps to sweep, comma-separated (HGAN Figure 5: 10,25,50,100,200).
         R: projection restarts to sweep, comma-separated (HGAN Figure 5: 1,2,5,10).
-        attack: one of fgsm, pgd, cw (settings: see the attacks package).
+        attack: one of fgsm, pgd, cw, apgd-ce, apgd-dlr, square, autoattack (settings: see the attacks package).
         threat: one of oblivious (adversarial images crafted once, against the bare classifier), bpda, bpda-eot
             (crafted again in every cell, against its defense).
         n: attack the first n test images (0: all).
-        eps: L-inf budget of fgsm and pgd instead of the dataset's (a number or a fraction such as 8/255).
+        eps: L-inf budget of an L-inf attack (all but cw) instead of the dataset's (a number or a fraction such as
+            8/255).
         settings: ART overrides for the attack, e.g. "{max_iter: 100}".
         eot_samples: bpda-eot: projections averaged in each gradient.
         out: output folder; its sweep.csv is resumed when present (and refused if made with other settings).
@@ -310,6 +321,7 @@ def sweep(
     """
     from fractions import Fraction
 
+    from attacks import LINF_ATTACKS
     from defense_hgan.checkpoints import check_trained_on
     from defense_hgan.classifier_io import load_classifier
     from defense_hgan.data import load_dataset
@@ -324,7 +336,7 @@ def sweep(
     if settings is not None and not isinstance(settings, dict):
         raise ValueError(f"--settings must be a dict of ART settings, got {settings!r}")
     settings = dict(settings or {})
-    if eps is not None and attack in ("fgsm", "pgd"):
+    if eps is not None and attack in LINF_ATTACKS:
         settings.setdefault("eps", float(Fraction(str(eps))))
     images, labels = load_dataset(dataset, train=False, root=data_root, download=download)
     n = int(n) if int(n) > 0 else len(labels)

@@ -8,7 +8,8 @@ Three ways in, one projection behind them all:
 
 ``gan_defense`` builds the ``Defense`` an attack evaluation needs: the deployed
 projection, seeded, that scores, and the attacker's projection, unseeded (and
-possibly cheaper), that BPDA attackers differentiate.
+possibly cheaper, or warm-started: ``WarmStartProjector``), that BPDA
+attackers differentiate.
 
 ART lives in its own module so that importing the library does not pay ART's
 multi-second import.
@@ -22,6 +23,7 @@ are refused (``checkpoints.check_trained_on``).
 """
 from __future__ import annotations
 
+import contextlib
 import operator
 from dataclasses import dataclass, field
 
@@ -45,6 +47,47 @@ class Projector(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _IdentityGradient.apply(x, project(self.generator, x, self.L, self.R, **self.options).images)
+
+
+class WarmStartProjector(nn.Module):
+    """The attacker's projection inside an iterative attack, warm-started: within ``session(images)``, each input
+    descends ``warm_L`` steps (one restart) from the latent its image reached in the previous call.
+
+    An attack moves each image a little per iteration, so the previous
+    iteration's latent is a far better start than a random one, and a few
+    steps replace a cold projection. ``session(images)`` starts each image
+    from a cold ``L``, ``R`` projection of the clean ``images``; every input
+    is matched to its nearest clean image (L-inf: an iterate stays within eps
+    of its own, and distinct images lie far apart), so ART may call with any
+    batch, subset or order of them. Outside a session it is a cold
+    ``Projector(L, R)``. Options as in ``project``; gradients pass as the
+    identity (BPDA).
+    """
+
+    def __init__(self, generator: nn.Module, L: int = 50, R: int = 2, warm_L: int = 10, **options):
+        super().__init__()
+        self.cold = Projector(generator, L, R, **options)
+        self.generator, self.warm_L, self.options = generator, warm_L, options
+        self.clean: torch.Tensor | None = None  # (N, C*H*W) the session's clean images
+        self.latents: torch.Tensor | None = None  # (N, latent_dim) each one's latest latent
+
+    @contextlib.contextmanager
+    def session(self, images: torch.Tensor):
+        """One attack run on ``images``: their latents start cold and are forgotten at the end."""
+        self.clean = images.detach().flatten(1).float()
+        self.latents = project(self.generator, images, self.cold.L, self.cold.R, **self.options).z
+        try:
+            yield self
+        finally:
+            self.clean = self.latents = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.clean is None:
+            return self.cold(x)
+        origin = torch.cdist(x.detach().flatten(1).float(), self.clean.to(x.device), p=float("inf")).argmin(1)
+        result = project(self.generator, x, self.warm_L, 1, z0=self.latents[origin][:, None], **self.options)
+        self.latents[origin] = result.z
+        return _IdentityGradient.apply(x, result.images)
 
 
 class _IdentityGradient(torch.autograd.Function):
@@ -104,7 +147,8 @@ def correct(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor, p
     return torch.cat(hits)
 
 
-def accuracy(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor, purify: nn.Module | None = None) -> float:
+def accuracy(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+             purify: nn.Module | None = None) -> float:
     """The fraction of ``images`` classified right (through ``purify`` when given), exactly as rows count it."""
     hits = correct(classifier, images, labels, purify)
     return int(hits.sum()) / len(hits)
@@ -126,22 +170,31 @@ class Defense:
 
 
 def gan_defense(generator: nn.Module, L: int = 200, R: int = 10, *, seed: int = 0, progress: bool = False,
-                attacker_L: int | None = None, attacker_R: int | None = None, **options) -> Defense:
+                attacker_L: int | None = None, attacker_R: int | None = None, attacker_warm_L: int | None = None,
+                **options) -> Defense:
     """Defense-GAN as evaluated: seeded projections to score, unseeded ones to attack; options as in ``project``.
 
     ``attacker_L`` and ``attacker_R`` (default: ``L``, ``R``) set the
     attacker's projection alone (``Defense.attacked``, what BPDA attacks
     differentiate): a cheaper approximation of the defense for its gradients.
+    ``attacker_warm_L`` warm-starts it (``WarmStartProjector``): within an
+    attack, each image's projection takes ``attacker_warm_L`` steps from its
+    previous latent, after one cold ``attacker_L``, ``attacker_R`` projection.
     Scores always come from the full ``L``, ``R`` projection.
     """
     L, R = positive_int(L, "L"), positive_int(R, "R")
     attacker_L = L if attacker_L is None else positive_int(attacker_L, "attacker_L")
     attacker_R = R if attacker_R is None else positive_int(attacker_R, "attacker_R")
+    description = {"name": "defense-gan", "L": L, "R": R, "attacker_L": attacker_L, "attacker_R": attacker_R}
+    if attacker_warm_L is None:
+        attacked = Projector(generator, attacker_L, attacker_R, **options)
+    else:
+        description["attacker_warm_L"] = positive_int(attacker_warm_L, "attacker_warm_L")
+        attacked = WarmStartProjector(generator, attacker_L, attacker_R, description["attacker_warm_L"], **options)
     return Defense(
         purify=Projector(generator, L, R, seed=seed, progress=progress, **options),
-        attacked=Projector(generator, attacker_L, attacker_R, **options),
-        description={"name": "defense-gan", "L": L, "R": R, "attacker_L": attacker_L, "attacker_R": attacker_R,
-                     "seed": seed, "options": options},
+        attacked=attacked,
+        description={**description, "seed": seed, "options": options},
         generator=generator,
     )
 

@@ -44,7 +44,8 @@ import torch
 from torch import nn
 
 from attacks import ATTACKS
-from attacks.threats import THREATS, ExpectedDefended, check_names, craft, make_attack, threat_estimator
+from attacks.threats import (THREATS, ExpectedDefended, check_names, check_threat, craft, make_attack,
+                             threat_estimator)
 from defense_hgan.checkpoints import check_trained_on, file_sha256
 from defense_hgan.defense import Defense, accuracy, correct, gan_defense, positive_int
 from defense_hgan.locking import output_lock
@@ -60,12 +61,13 @@ SUBSET = "the first n images of the test set"
 
 
 def evaluate(classifier: nn.Module, defense: Defense, images: torch.Tensor, labels: torch.Tensor, *,
-             dataset: str, attacks=ATTACKS, threats=("oblivious", "bpda"), settings: dict | None = None,
-             eot_samples: int = 5, seed: int = 0, test_set_size: int | None = None, sanity: bool = False,
-             chunk: int = 100, progress: bool = True, out: str | os.PathLike | None = None,
+             dataset: str, attacks=("fgsm", "pgd", "cw"), threats=("oblivious", "bpda"),
+             settings: dict | None = None, eot_samples: int = 5, seed: int = 0, test_set_size: int | None = None,
+             sanity: bool = False, chunk: int = 100, progress: bool = True, out: str | os.PathLike | None = None,
              sources: dict | None = None, test_set_labels: torch.Tensor | None = None) -> dict:
     """Every attack under every threat model, plus the no-attack row; as ``report.write_results`` writes them.
 
+    ``attacks`` are of ``attacks.ATTACKS`` (by default the papers' three);
     ``settings`` maps attack names to ART overrides; ``sanity`` adds
     ``defense_hgan.sanity.sanity_checks`` (under BPDA) as ``results["sanity"]``.
     ``sources`` names the checkpoints evaluated (e.g. ``{"classifier": path,
@@ -93,6 +95,8 @@ def evaluate(classifier: nn.Module, defense: Defense, images: torch.Tensor, labe
 
     attacks = check_names(attacks, ATTACKS, "attack")
     threats = check_names(threats, THREATS, "threat model")
+    for threat in threats:
+        check_threat(threat, defense)
     settings = settings or {}
     if settings:
         check_names(list(settings), ATTACKS, "attack in settings")

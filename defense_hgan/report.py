@@ -23,11 +23,12 @@ from defense_hgan.atomic import atomic_write
 from defense_hgan.checkpoints import checkpoint_difference
 
 JSON_NAME, MARKDOWN_NAME = "results.json", "results.md"
-# Row settings as results.md abbreviates them; batch_size (throughput) and the attacker's projection (in the
-# header) are left out there. results.json holds them all.
+# Row settings as results.md abbreviates them; batch_size (throughput), the attacker's projection (in the
+# header) and APGD's loss_type (the attack's name says it) are left out there. results.json holds them all.
 SHORT = {"eps": "eps", "eps_step": "step", "max_iter": "iters", "num_random_init": "inits", "confidence": "conf",
-         "learning_rate": "lr", "binary_search_steps": "search steps", "initial_const": "c0", "eot_samples": "eot"}
-HIDDEN = {"batch_size", "verbose", "attacker_L", "attacker_R"}
+         "learning_rate": "lr", "binary_search_steps": "search steps", "initial_const": "c0", "eot_samples": "eot",
+         "nb_random_init": "inits", "nb_restarts": "restarts"}
+HIDDEN = {"batch_size", "verbose", "attacker_L", "attacker_R", "attacker_warm_L", "loss_type"}
 
 
 def write_results(results: dict, out: str | Path) -> Path:
@@ -99,11 +100,11 @@ class ResultsStore:
             self.results.update({name: stored[name] for name in sources if name in stored})  # the first spelling
             if "label_counts" not in stored["subset"]:  # an older run's counts are unknown: never stamp new ones on
                 self.results["subset"] = stored["subset"]
-        self.earlier = stored or {}
-        self.results.update({"attacks": [], "threats": [], "pending": [],
-                             "partial": dict(self.earlier.get("partial") or {}), "rows": [],
-                             "sanity": self.earlier.get("sanity"), "sanity_rows": list(self.earlier.get("sanity_rows", [])),
-                             "sanity_partial": dict(self.earlier.get("sanity_partial") or {}), "seconds": 0.0})
+        self.earlier = earlier = stored or {}
+        self.results.update({"attacks": [], "threats": [], "pending": [], "partial": dict(earlier.get("partial") or {}),
+                             "rows": [], "sanity": earlier.get("sanity"),
+                             "sanity_rows": list(earlier.get("sanity_rows", [])),
+                             "sanity_partial": dict(earlier.get("sanity_partial") or {}), "seconds": 0.0})
         self.done = {(row["attack"], row["threat"]): row for row in self.earlier.get("rows", [])}
         self.runs: list[tuple[str, str]] = []
         self.todo: list[tuple[str, str]] = []
@@ -269,13 +270,29 @@ def results_markdown(results: dict) -> str:
     for row in results["rows"]:
         lines.append(f"| {row['attack']} | {row['threat']} | {_accuracy(row, 'undefended')} | "
                      f"{_accuracy(row, 'defended')} | {_attack_settings(row['settings'])} | {row['seconds']} |")
-    lines += ["", "Settings abbreviated (iters: iterations, inits: random starts, c0: initial constant, "
+    lines += ["", *strongest_lines(results["rows"]),
+              "Settings abbreviated (iters: iterations, inits: random starts, c0: initial constant, "
               "eot: samples per gradient); results.json has them all."]
     if sanity:
         lines += ["", f"## Sanity checks (Carlini et al. 2019): {sanity['attack']} under {sanity['threat']}", "",
                   f"Tolerance {sanity['tolerance']}, near zero <= {sanity['near_zero']}.", ""]
         lines += [f"- {'PASS' if c['passed'] else '**FAIL**'} {c['name']}: {c['detail']}" for c in sanity["checks"]]
     return "\n".join(lines) + "\n"
+
+
+def strongest(rows: list[dict], threat: str, which: str = "defended") -> dict | None:
+    """The row of the attack run under ``threat`` that leaves the lowest ``which`` accuracy (None: none run)."""
+    attacked = [row for row in rows if row["threat"] == threat and row["attack"] != "none"]
+    return min(attacked, key=lambda row: row[f"accuracy_{which}"], default=None)
+
+
+def strongest_lines(rows: list[dict]) -> list[str]:
+    """'Strongest attack (lowest defended accuracy) under bpda: autoattack 0.060 [0.028, 0.125]; ...' and a blank
+    line, or nothing when no attack ran."""
+    threats = list(dict.fromkeys(row["threat"] for row in rows if row["attack"] != "none"))
+    named = [f"{threat}: **{row['attack']}** {_accuracy(row, 'defended')}"
+             for threat in threats if (row := strongest(rows, threat))]
+    return [f"Strongest attack run (lowest defended accuracy) under {'; '.join(named)}.", ""] if named else []
 
 
 def _sha256(results: dict, name: str) -> str:
@@ -303,8 +320,11 @@ def _defense(results: dict) -> str:
     text = f"Defense-GAN, projection L={d['L']}, R={d['R']} (seed {d.get('seed')}{options})"
     adaptive = any(t in ("bpda", "bpda-eot") for t in results.get("threats", [])) or results.get("sanity")
     if adaptive and "attacker_L" in d:
-        text += (f". BPDA gradients taken at a projection with L={d['attacker_L']}, R={d['attacker_R']}; "
-                 f"scored with L={d['L']}, R={d['R']}")
+        text += f". BPDA gradients taken at a projection with L={d['attacker_L']}, R={d['attacker_R']}"
+        if "attacker_warm_L" in d:
+            text += (f", then warm-started: {d['attacker_warm_L']} steps from each image's latent of the previous "
+                     f"attack iteration, 1 restart")
+        text += f"; scored with L={d['L']}, R={d['R']}"
     return text
 
 
@@ -314,10 +334,13 @@ def _accuracy(row: dict, which: str) -> str:
 
 
 def _attack_settings(settings: dict) -> str:
-    """'Linf, eps 0.3, step 0.01, iters 40, inits 1': a row's settings in short."""
+    """'Linf, eps 0.3, step 0.01, iters 40, inits 1': a row's settings in short; a worst case's as
+    'apgd-ce: Linf, ...; square: ...'."""
     parts = [f"L{settings['norm']}"] if "norm" in settings else []
-    parts += [f"{SHORT.get(k, k)} {_number(v)}" for k, v in settings.items() if k not in HIDDEN | {"norm"}]
-    return ", ".join(parts) or "-"
+    parts += [f"{SHORT.get(k, k)} {_number(v)}" for k, v in settings.items()
+              if k not in HIDDEN | {"norm"} and not isinstance(v, dict)]
+    nested = [f"{k}: {_attack_settings(v)}" for k, v in settings.items() if isinstance(v, dict)]
+    return "; ".join([", ".join(parts)] * bool(parts) + nested) or "-"
 
 
 def _settings(settings: dict) -> str:

@@ -21,6 +21,7 @@ from defense_hgan.devices import seed_everything
 
 Z95 = 1.959963984540054  # the standard normal's 97.5% quantile
 ADAPTIVE = ("bpda", "bpda-eot")  # the threat models whose attacker uses the defense's attacker projection
+ATTACKER = ("attacker_L", "attacker_R", "attacker_warm_L")  # what a row records of the attacker's projection
 
 
 def attack_row(classifier: nn.Module, defense: Defense, images: torch.Tensor, labels: torch.Tensor, *,
@@ -45,14 +46,15 @@ def attack_row(classifier: nn.Module, defense: Defense, images: torch.Tensor, la
 def row_settings(attack: str, threat: str, dataset: str, settings: dict | None = None, eot_samples: int = 5,
                  defense: Defense | None = None) -> dict:
     """The settings a row records: the attack's ART settings, with ``eot_samples`` under bpda-eot and the
-    attacker's projection (the defense's ``attacker_L``, ``attacker_R``) under bpda and bpda-eot."""
+    attacker's projection (the defense's ``attacker_L``, ``attacker_R`` and, when set, ``attacker_warm_L``)
+    under bpda and bpda-eot."""
     if attack == "none":
         return {}
     used = attack_settings(attack, dataset, **(settings or {}))
     if threat == "bpda-eot":
         used["eot_samples"] = eot_samples
     if threat in ADAPTIVE and defense is not None:
-        used.update({k: defense.description[k] for k in ("attacker_L", "attacker_R") if k in defense.description})
+        used.update({k: defense.description[k] for k in ATTACKER if k in defense.description})
     return used
 
 

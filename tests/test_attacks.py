@@ -3,11 +3,12 @@ import pytest
 import torch
 from torch import nn
 
-from attacks import ATTACKS, attack_defaults, attack_settings, build_attack
+from attacks import ATTACKS, AUTOATTACK, attack_defaults, attack_settings, build_attack
 from defense_hgan.art_defense import art_classifier
 
 SHAPE = (1, 8, 8)
-FAST = {"fgsm": {}, "pgd": {"max_iter": 10, "eps_step": 0.05}, "cw": {"max_iter": 10}}  # seconds, not minutes
+FAST = {"fgsm": {}, "pgd": {"max_iter": 10, "eps_step": 0.05}, "cw": {"max_iter": 10}, "apgd-ce": {"max_iter": 10},
+        "apgd-dlr": {"max_iter": 10}, "square": {"max_iter": 1000}}  # seconds, not minutes
 
 
 def blobs(per_class: int = 4, seed: int = 1):
@@ -20,11 +21,15 @@ def blobs(per_class: int = 4, seed: int = 1):
 
 def trained_classifier() -> nn.Module:
     """A linear classifier that fits ``blobs`` perfectly in well under a second."""
+    return fitted_linear(*blobs(20, seed=2), steps=100)
+
+
+def fitted_linear(images: torch.Tensor, labels: torch.Tensor, steps: int) -> nn.Module:
+    """A seeded linear classifier of 1x8x8 images fitted to ``images`` by ``steps`` of Adam."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
-    images, labels = blobs(20, seed=2)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
-    for _ in range(100):
+    for _ in range(steps):
         optimizer.zero_grad()
         nn.functional.cross_entropy(model(images), labels).backward()
         optimizer.step()
@@ -41,7 +46,7 @@ def accuracy(model, images, labels) -> float:
         return (model(torch.as_tensor(images)).argmax(1) == labels).float().mean().item()
 
 
-@pytest.mark.parametrize("name", ATTACKS)
+@pytest.mark.parametrize("name", [name for name in ATTACKS if name != "autoattack"])
 def test_each_attack_lowers_an_undefended_classifiers_accuracy(name, classifier):
     images, labels = blobs()
     assert accuracy(classifier, images, labels) == 1.0
@@ -59,9 +64,16 @@ def test_defaults_are_the_papers_settings():
         assert (defaults["pgd"]["eps"], defaults["pgd"]["eps_step"], defaults["pgd"]["max_iter"]) == (0.3, 0.01, 40)
         assert defaults["cw"]["confidence"] == 0 and defaults["cw"]["binary_search_steps"] == 1
         assert (defaults["cw"]["max_iter"], defaults["cw"]["initial_const"]) == (100, 100)
+        for apgd in ("apgd-ce", "apgd-dlr"):  # Croce & Hein 2020: 100 iterations, initial step 2 eps, one run
+            assert (defaults[apgd]["eps"], defaults[apgd]["eps_step"], defaults[apgd]["max_iter"]) == (0.3, 0.6, 100)
+            assert defaults[apgd]["nb_random_init"] == 1
+        assert (defaults["square"]["max_iter"], defaults["square"]["p_init"]) == (5000, 0.8)  # AutoAttack's standard
+        assert defaults["autoattack"] == {part: defaults[part] for part in AUTOATTACK}
     cifar = attack_defaults("cifar10")
     assert cifar["fgsm"]["eps"] == 0.3  # HGAN Table 9
     assert (cifar["pgd"]["eps"], cifar["pgd"]["eps_step"], cifar["pgd"]["max_iter"]) == (8 / 255, 2 / 255, 20)
+    assert (cifar["apgd-ce"]["eps"], cifar["apgd-ce"]["eps_step"]) == (8 / 255, 16 / 255)
+    assert cifar["square"]["eps"] == 8 / 255
 
 
 def test_defaults_are_a_fresh_copy():
@@ -78,6 +90,14 @@ def test_overrides_win_and_a_new_pgd_eps_scales_its_step(classifier):
     assert (attack.eps, attack.max_iter) == (8 / 255, 3)
 
 
+def test_autoattack_overrides_go_to_every_part_or_to_the_one_named():
+    settings = attack_settings("autoattack", "mnist", eps=0.1, square={"max_iter": 100})
+    assert list(settings) == list(AUTOATTACK) and {part["eps"] for part in settings.values()} == {0.1}
+    assert settings["apgd-ce"]["eps_step"] == pytest.approx(0.2)  # the step keeps its ratio to eps
+    assert settings["square"]["max_iter"] == 100 and settings["apgd-dlr"]["max_iter"] == 100
+    assert attack_settings("autoattack", "mnist", eps=0.1, square={"eps": 0.2})["square"]["eps"] == 0.2
+
+
 def test_unknown_attacks_settings_and_datasets_name_the_choices(classifier):
     estimator = art_classifier(classifier, input_shape=SHAPE)
     with pytest.raises(ValueError, match=r"unknown attack 'deepfool'.*'fgsm', 'pgd', 'cw'"):
@@ -86,3 +106,5 @@ def test_unknown_attacks_settings_and_datasets_name_the_choices(classifier):
         build_attack("pgd", estimator, step=0.1)
     with pytest.raises(ValueError, match="expected one of"):
         attack_defaults("svhn")
+    with pytest.raises(ValueError, match="autoattack is the worst case over several ART attacks.*make_attack"):
+        build_attack("autoattack", estimator)

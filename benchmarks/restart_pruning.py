@@ -185,8 +185,9 @@ def report(chunks: list[dict], labels: torch.Tensor, settings: dict, argv: list[
         f"{rows['clean', variants[0]]['n']} MNIST test images (of --n {settings['n']}), clean and oblivious FGSM "
         f"(eps 0.3, the attacks package's default, crafted once against the bare classifier); projection seed "
         f"{settings['seed']} for each chunk of {settings['chunk']} images. Full: L={settings['L']}, R={settings['R']}, "
-        f"Defense-GAN's optimiser; each pruned variant is the same with `prune=P`; `seed=S` is the full projection "
-        f"from another seed's starts. All run side by side on each chunk. "
+        f"Defense-GAN's optimiser; each pruned variant is the same with `prune=P`"
+        f"{'; `seed=S` is the full projection from another seed' if settings['other_seed'] else ''}. "
+        f"All run side by side on each chunk. "
         f"Made by `{shlex.join(['python', 'benchmarks/restart_pruning.py', *argv])}`.\n",
         *markdown_table(["images", "variant", "n", "defended accuracy, full", "defended accuracy, variant",
                          "prediction agrees with full (95% Wilson)", "same latent as full", "mean MSE full / variant",

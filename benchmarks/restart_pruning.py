@@ -240,7 +240,7 @@ def parser_of(description: str, out: Path) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--L", type=int, default=200)
     parser.add_argument("--R", type=int, default=10)
-    parser.add_argument("--prune", type=prune_values, default=[0.05, 0.1, 0.2],
+    parser.add_argument("--prune", type=prune_values, default=[0.05, 0.1, 0.4],
                         help="project()'s prune values to measure, comma-separated (the first halving's fraction of L)")
     parser.add_argument("--chunk", type=int, default=50, help="images projected and saved at a time")
     parser.add_argument("--state", type=Path,

@@ -206,7 +206,8 @@ def evaluate(
     Both files are rewritten after every finished chunk of images; rerun the
     same command to resume an interrupted evaluation (finished chunks, rows and
     sanity checks are skipped) or to add attacks or threat models. Other
-    settings into the same OUT are refused.
+    settings into the same OUT are refused. Under torchrun the ranks share out
+    the chunks and write the results one process would, number for number.
 
     Args:
         classifier: a classifier checkpoint (train-classifier's OUT/classifier.pt).
@@ -231,7 +232,8 @@ def evaluate(
             each of its attacks, or to one: "{autoattack: {square: {max_iter: 1000}}}".
         eot_samples: bpda-eot: projections averaged in each gradient.
         sanity: also run Carlini et al. (2019)'s sanity checks (PGD under bpda); failures are flagged.
-        chunk: images attacked, scored and saved at a time, so an interruption loses at most one chunk's work.
+        chunk: images attacked, scored and saved at a time, so an interruption loses at most one chunk's work. Under
+            torchrun each rank takes a chunk at a time: pass at most n / ranks to keep every rank busy.
         out: output folder; its results are resumed when present (and refused if made with other settings).
         data_root: dataset folder (default: $DEFENSE_HGAN_DATA, else ~/.cache/defense_hgan/data).
         download: let torchvision download a missing dataset.
@@ -245,6 +247,7 @@ def evaluate(
     from defense_hgan.classifier_io import load_classifier
     from defense_hgan.data import load_dataset
     from defense_hgan.defense import gan_defense
+    from defense_hgan.distributed import session
     from defense_hgan.evaluation import evaluate as run
     from defense_hgan.generator_io import load_generator
 
@@ -257,16 +260,20 @@ def evaluate(
             settings.setdefault(name, {}).setdefault("eps", float(Fraction(str(eps))))
     images, labels = load_dataset(dataset, train=False, root=data_root, download=download)
     total, n = len(labels), int(n) if int(n) > 0 else len(labels)
-    defense = gan_defense(load_generator(generator, device), int(L), int(R), seed=int(seed), progress=True,
-                          attacker_L=None if attacker_L is None else int(attacker_L),
-                          attacker_R=None if attacker_R is None else int(attacker_R),
-                          attacker_warm_L=None if attacker_warm_L is None else int(attacker_warm_L))
-    results = run(
-        load_classifier(classifier, device), defense, images[:n], labels[:n], dataset=dataset, attacks=attacks,
-        threats=threat, settings=settings, eot_samples=int(eot_samples), seed=int(seed), test_set_size=total,
-        sanity=bool(sanity), chunk=int(chunk), out=out, sources={"classifier": str(classifier), "generator": str(generator)},
-        test_set_labels=labels,
-    )
+    with session(device) as world:  # under torchrun: this rank's device, the chunks shared out over the ranks
+        defense = gan_defense(load_generator(generator, world.device), int(L), int(R), seed=int(seed),
+                              progress=world.is_main,
+                              attacker_L=None if attacker_L is None else int(attacker_L),
+                              attacker_R=None if attacker_R is None else int(attacker_R),
+                              attacker_warm_L=None if attacker_warm_L is None else int(attacker_warm_L))
+        results = run(
+            load_classifier(classifier, world.device), defense, images[:n], labels[:n], dataset=dataset,
+            attacks=attacks, threats=threat, settings=settings, eot_samples=int(eot_samples), seed=int(seed),
+            test_set_size=total, sanity=bool(sanity), chunk=int(chunk), out=out,
+            sources={"classifier": str(classifier), "generator": str(generator)}, test_set_labels=labels,
+        )
+    if not world.is_main:  # rank 0 alone reports
+        return None
     for row in results["rows"]:
         print(f"{row['attack']:<5} {row['threat']:<10} undefended {row['accuracy_undefended']:.3f}  "
               f"defended {row['accuracy_defended']:.3f}")
@@ -298,6 +305,7 @@ def sweep(
 
     The CSV gains a row per finished cell; rerun the same command to resume an
     interrupted sweep (finished cells are skipped) or to add generators, L or R.
+    Under torchrun each rank takes a cell at a time.
 
     Args:
         classifier: a classifier checkpoint (train-classifier's OUT/classifier.pt).
@@ -325,6 +333,7 @@ def sweep(
     from defense_hgan.checkpoints import check_trained_on
     from defense_hgan.classifier_io import load_classifier
     from defense_hgan.data import load_dataset
+    from defense_hgan.distributed import session
     from defense_hgan.plots import cost_table
     from defense_hgan.sweep import CSV_NAME, generator_from_checkpoint, parse_grid, run_sweep
 
@@ -340,11 +349,15 @@ def sweep(
         settings.setdefault("eps", float(Fraction(str(eps))))
     images, labels = load_dataset(dataset, train=False, root=data_root, download=download)
     n = int(n) if int(n) > 0 else len(labels)
-    rows = run_sweep(
-        load_classifier(classifier, device), [generator_from_checkpoint(path, device) for path in paths],
-        images[:n], labels[:n], L=L, R=R, dataset=dataset, classifier_name=str(classifier), out=out, attack=attack,
-        threat=threat, settings=settings, eot_samples=int(eot_samples), seed=int(seed), test_set_labels=labels,
-    )
+    with session(device) as world:  # under torchrun: this rank's device, the cells shared out over the ranks
+        rows = run_sweep(
+            load_classifier(classifier, world.device), [generator_from_checkpoint(p, world.device) for p in paths],
+            images[:n], labels[:n], L=L, R=R, dataset=dataset, classifier_name=str(classifier), out=out,
+            attack=attack, threat=threat, settings=settings, eot_samples=int(eot_samples), seed=int(seed),
+            test_set_labels=labels,
+        )
+    if not world.is_main:  # rank 0 alone reports
+        return None
     print(cost_table(rows))
     print(f"-> {Path(out) / CSV_NAME}")
     return None

@@ -124,17 +124,29 @@ class World:
         """Run ``fn()`` on rank 0 alone; every rank returns its result, or raises the exception it raised."""
         if self.size == 1:
             return fn()
-        outcome = [None]
-        if self.is_main:
-            try:
-                outcome[0] = (True, fn())
-            except Exception as err:  # every rank must learn of it, or they would wait for rank 0 forever
-                outcome[0] = (False, _picklable(err))
+        outcome = [_outcome(fn) if self.is_main else None]
         dist.broadcast_object_list(outcome, src=0)
-        succeeded, value = outcome[0]
-        if not succeeded:
-            raise value
-        return value
+        return _unwrap(outcome[0])
+
+    def map(self, fn, items):
+        """``fn(item)`` for every item, yielded in the items' order on every rank, each item computed on one rank.
+
+        The items go a round of ``size`` at a time, item i of a round to rank i
+        (``shard``); every rank receives the round's results before the next
+        round starts, so a caller that saves each result as it comes saves the
+        same prefix on every rank. A single process computes each item as the
+        generator is read, as ``map`` does. An exception on any rank is raised on
+        every rank at the end of its round, so none waits for the others forever.
+        """
+        if self.size == 1:
+            yield from map(fn, items)
+            return
+        items = list(items)
+        for start in range(0, len(items), self.size):
+            round_items = items[start : start + self.size]
+            mine = [_outcome(fn, round_items[i]) for i in self.shard(len(round_items))]
+            for outcome in [outcome for outcomes in self.gather(mine) for outcome in outcomes]:  # in rank order
+                yield _unwrap(outcome)
 
     def gather(self, obj) -> list:
         """Every rank's ``obj`` (picklable), in rank order, on every rank."""
@@ -232,6 +244,22 @@ def _rank_device(device: str | torch.device, launch: Launch) -> torch.device:
         raise ValueError(f"LOCAL_RANK {launch.local_rank} has no GPU: this machine has {torch.cuda.device_count()}; "
                          f"start at most that many processes per node (--nproc-per-node)")
     return torch.device("cuda", launch.local_rank)
+
+
+def _outcome(fn, *args) -> tuple[bool, object]:
+    """(True, ``fn(*args)``), or (False, the exception it raised) to raise on every rank: a rank that raised alone
+    would leave the others waiting for it forever."""
+    try:
+        return True, fn(*args)
+    except Exception as err:
+        return False, _picklable(err)
+
+
+def _unwrap(outcome: tuple[bool, object]):
+    succeeded, value = outcome
+    if not succeeded:
+        raise value
+    return value
 
 
 def _picklable(err: Exception) -> Exception:

@@ -32,6 +32,21 @@ resumes what ``zoo/x.pt`` began and a file replaced at the same path is
 refused; results of an older version, which recorded paths only, are refused
 until their ``sha256`` is added by hand (the error gives it). OUT is locked
 for the run, so a second evaluation into it is refused at once.
+
+Under torchrun (``distributed.session``) the ranks share out the chunks, a
+round of one chunk per rank at a time (``World.map``), and every rank's
+chunks merge into the results a single process writes, number for number:
+a chunk reseeds from the run's seed, so it computes the same whichever rank
+runs it and whatever ran before. Rank 0 alone locks OUT and writes the
+files; a single process's unfinished results resume under N ranks and back.
+The seconds add up each chunk's time on its rank. The unit shared out is the
+chunk, not the image, because an image's randomness depends on the batch it
+is in: ART draws PGD's and APGD's random starts for a whole batch from
+NumPy's global RNG, Square one square per iteration for all the images it
+attacks, the attacker's projections their restarts from torch's. An image's
+randomness is therefore a function of the seed, its chunk and its place in
+the chunk, never of the rank; pass ``chunk`` at most n / ranks to keep every
+rank busy (chunk is part of the run's identity, so change it only in a new OUT).
 """
 from __future__ import annotations
 
@@ -48,6 +63,7 @@ from attacks.threats import (THREATS, ExpectedDefended, check_names, check_threa
                              threat_estimator)
 from defense_hgan.checkpoints import check_trained_on, file_sha256
 from defense_hgan.defense import Defense, accuracy, correct, gan_defense, positive_int
+from defense_hgan.distributed import World, is_main_process, session
 from defense_hgan.locking import output_lock
 from defense_hgan.report import ResultsStore, plain
 from defense_hgan.sanity import sanity_checks, sanity_settings
@@ -101,7 +117,7 @@ def evaluate(classifier: nn.Module, defense: Defense, images: torch.Tensor, labe
     if settings:
         check_names(list(settings), ATTACKS, "attack in settings")
     check_trained_on(dataset, classifier=classifier, generator=defense.generator)
-    if test_set_labels is not None:
+    if test_set_labels is not None and is_main_process():
         warn_if_unbalanced(labels, test_set_labels, f"the subset evaluated (the first {len(labels)} test images)")
     sources = {name: str(path) for name, path in (sources or {}).items()}
     identity = {
@@ -121,19 +137,30 @@ def evaluate(classifier: nn.Module, defense: Defense, images: torch.Tensor, labe
         """The settings a row of ``attack`` with these ART overrides records in this run."""
         return row_settings(attack, threat, dataset, overrides, eot_samples, defense)
 
-    with output_lock(out) if out is not None else contextlib.nullcontext():
+    sanity_used = sanity_settings(dataset, settings)
+
+    def opened() -> ResultsStore:
+        """OUT's results of this run (or a refusal), planned."""
         store = ResultsStore(identity, out, tuple(sources))
         store.check_rows(lambda attack, threat: expected(attack, threat, settings.get(attack)))
-        sanity_used = sanity_settings(dataset, settings)
         store.check_sanity(sanity_used)
-        todo = store.plan(attacks, threats, sanity)
+        store.plan(attacks, threats, sanity)
+        return store
+
+    with session(next(classifier.parameters()).device.type) as world, contextlib.ExitStack() as held:
+        if out is not None:
+            world.share(lambda: held.enter_context(output_lock(out)))
+        store = world.share(opened)  # rank 0 reads OUT; a refusal stops every rank
+        if not world.is_main:
+            store.out = None  # every rank holds the same results as they grow; rank 0 alone writes them
+        todo, progress = store.todo, progress and world.is_main
         if store.resumed and progress:
             print(f"{out}: resuming, {len(store.done)} rows there, {len(todo)} to run"
                   + (", then the sanity checks" if sanity and store.results["sanity"] is None else ""))
         classifier.eval()
         row_of = partial(attack_row, classifier, defense, dataset=dataset, eot_samples=eot_samples, seed=seed,
                          progress=progress)
-        in_chunks = partial(_in_chunks, store, images, labels, chunk)
+        in_chunks = partial(_in_chunks, store, world, images, labels, chunk)
         bar = tqdm(total=store.chunks_left(len(range(0, len(labels), chunk))), desc="evaluate", unit="chunk",
                    disable=not progress)
         for attack, threat in todo:
@@ -154,11 +181,13 @@ def evaluate(classifier: nn.Module, defense: Defense, images: torch.Tensor, labe
         return store.results
 
 
-def _in_chunks(store: ResultsStore, images: torch.Tensor, labels: torch.Tensor, chunk: int, key: str, row_of,
-               sanity: bool = False, after_chunk=lambda: None) -> dict:
+def _in_chunks(store: ResultsStore, world: World, images: torch.Tensor, labels: torch.Tensor, chunk: int, key: str,
+               row_of, sanity: bool = False, after_chunk=lambda: None) -> dict:
     """The row ``row_of(images, labels)`` on all images, measured a chunk at a time from where ``store`` has
-    ``key``'s finished chunks, each saved; once done, recorded as finished and returned."""
-    for start in range(len(store.parts(key, sanity)) * chunk, len(labels), chunk):
-        store.add_part(key, row_of(images[start : start + chunk], labels[start : start + chunk]), sanity)
+    ``key``'s finished chunks (under N ranks, N chunks at a time), each saved in order; once done, recorded as
+    finished and returned."""
+    starts = range(len(store.parts(key, sanity)) * chunk, len(labels), chunk)
+    for part in world.map(lambda start: row_of(images[start : start + chunk], labels[start : start + chunk]), starts):
+        store.add_part(key, part, sanity)
         after_chunk()
     return store.finish(key, merge_rows(store.parts(key, sanity)), sanity)

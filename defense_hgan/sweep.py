@@ -19,12 +19,25 @@ same path is refused (``checkpoints.checkpoint_difference``; a CSV of an older
 version, which recorded paths only, is refused for the files it names). Every
 cell is seeded on its own, so a resumed sweep gives the rows an uninterrupted
 one would, bar the seconds.
+
+Under torchrun (``distributed.session``) the ranks share out the cells, a
+round of one cell per rank at a time (``World.map``), and rank 0 alone locks
+OUT and writes the CSV, whose rows are then a single process's, in its order
+and number for number (bar the seconds, measured on ranks that ran side by
+side). The cell, not the image, is what ranks share out: a cell projects all
+its images in one call, whose restarts are drawn for the whole batch, and
+crafts its BPDA images in ART's batches, whose random starts are too
+(``evaluation`` says more), so only whole cells reproduce a single process's
+numbers. Under ``oblivious`` every rank crafts the same adversarial images
+first. A round lasts as long as its dearest cell, and a grid of fewer cells
+than ranks leaves ranks idle.
 """
 from __future__ import annotations
 
 import json
 import os
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import NamedTuple
 
@@ -32,6 +45,7 @@ import torch
 from torch import nn
 
 from defense_hgan.checkpoints import check_trained_on, checkpoint_difference, file_sha256, same_file
+from defense_hgan.distributed import is_main_process, session
 from defense_hgan.locking import output_lock
 from defense_hgan.report import read_table, write_table
 
@@ -103,7 +117,7 @@ def run_sweep(classifier: nn.Module, generators: list[SweepGenerator], images: t
     check_trained_on(dataset, classifier=classifier)
     for generator in generators:
         check_trained_on(dataset, generator=generator.module)
-    if test_set_labels is not None:
+    if test_set_labels is not None and is_main_process():
         warn_if_unbalanced(labels, test_set_labels, f"the subset swept (the first {len(labels)} test images)")
     used = attack_settings(attack, dataset, **(settings or {}))
     if threat == "bpda-eot":
@@ -113,32 +127,46 @@ def run_sweep(classifier: nn.Module, generators: list[SweepGenerator], images: t
            "projection_options": json.dumps(projection_options, sort_keys=True),
            "classifier_sha256": file_sha256(classifier_name) or "",
            "label_counts": json.dumps(label_counts(labels, dataset_info(dataset).num_classes))}
-    with output_lock(out):
-        path = Path(out) / CSV_NAME
-        rows = _previous_rows(path, run)
-        done = {(_key(row["generator"], row["generator_sha256"]), row["L"], row["R"]) for row in rows}
-        todo = []
-        for generator in generators:
-            sha256 = file_sha256(generator.path) or ""
-            name = _stored_name(path, rows, generator.path, sha256)
-            todo += [(generator, name, sha256, l, r) for l in parse_grid(L, "L") for r in parse_grid(R, "R")
-                     if (_key(name, sha256), l, r) not in done]
+    path, device = Path(out) / CSV_NAME, next(classifier.parameters()).device
+    with session(device.type) as world, ExitStack() as held:
+        world.share(lambda: held.enter_context(output_lock(out)))
+        rows, todo = world.share(lambda: _plan(path, run, generators, parse_grid(L, "L"), parse_grid(R, "R")))
         if not todo:
             return rows
+        progress = progress and world.is_main
         classifier.eval()
-        device = next(classifier.parameters()).device
         images, labels = images.to(device), labels.to(device)
         clean = accuracy(classifier, images, labels)
         crafted = _oblivious(classifier, images, labels, attack, dataset, settings, seed, progress) \
-            if threat == "oblivious" else None
+            if threat == "oblivious" else None  # every rank crafts the same images: seeded, on the same inputs
         cell_options = {"attack": attack, "threat": threat, "dataset": dataset, "settings": settings,
                         "eot_samples": eot_samples, "seed": seed, **projection_options}
-        for generator, name, sha256, l, r in tqdm(todo, desc="sweep", unit="cell", disable=not progress):
-            rows.append({"generator": name, "generator_model": generator.model, "L": l, "R": r, **run,
-                         "generator_sha256": sha256,
-                         **_cell(classifier, generator.module, l, r, images, labels, clean, crafted, **cell_options)})
-            write_table(path, COLUMNS, rows)
+
+        def cell(todo_item: tuple) -> dict:
+            index, name, sha256, l, r = todo_item
+            generator = generators[index]
+            return {"generator": name, "generator_model": generator.model, "L": l, "R": r, **run,
+                    "generator_sha256": sha256,
+                    **_cell(classifier, generator.module, l, r, images, labels, clean, crafted, **cell_options)}
+
+        for row in tqdm(world.map(cell, todo), total=len(todo), desc="sweep", unit="cell", disable=not progress):
+            rows.append(row)
+            if world.is_main:
+                write_table(path, COLUMNS, rows)
     return rows
+
+
+def _plan(path: Path, run: dict, generators: list[SweepGenerator], L: list[int], R: list[int]) -> tuple[list, list]:
+    """The CSV's rows of an earlier sweep of these settings (or a ValueError for other settings or a replaced
+    checkpoint), and the cells still to run as (generator's index, name, sha256, L, R)."""
+    rows = _previous_rows(path, run)
+    done = {(_key(row["generator"], row["generator_sha256"]), row["L"], row["R"]) for row in rows}
+    todo = []
+    for index, generator in enumerate(generators):
+        sha256 = file_sha256(generator.path) or ""
+        name = _stored_name(path, rows, generator.path, sha256)
+        todo += [(index, name, sha256, l, r) for l in L for r in R if (_key(name, sha256), l, r) not in done]
+    return rows, todo
 
 
 def _key(name: str, sha256: str) -> str:

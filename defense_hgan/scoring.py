@@ -82,3 +82,17 @@ def wilson_interval(correct: int, n: int, z: float = Z95) -> tuple[float, float]
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def difference_interval(correct_a: int, n_a: int, correct_b: int, n_b: int, z: float = Z95) -> tuple[float, float]:
+    """Newcombe's interval for p_a - p_b from two Wilson intervals (his method 10).
+
+    Built for independent samples; on the same images (positively correlated
+    outcomes) it is wider than a paired interval, so a difference it excludes
+    from 0 is a safe call.
+    """
+    p_a, p_b = correct_a / n_a, correct_b / n_b
+    low_a, high_a = wilson_interval(correct_a, n_a, z)
+    low_b, high_b = wilson_interval(correct_b, n_b, z)
+    difference = p_a - p_b
+    return (difference - math.hypot(p_a - low_a, high_b - p_b), difference + math.hypot(high_a - p_a, p_b - low_b))

@@ -16,7 +16,7 @@ from defense_hgan.evaluation import evaluate
 from defense_hgan.locking import FolderInUseError, output_lock
 from defense_hgan.report import read_results, write_results
 from defense_hgan.sanity import sanity_checks
-from defense_hgan.scoring import attack_row, wilson_interval
+from defense_hgan.scoring import attack_row, difference_interval, wilson_interval
 from tests.test_attacks import SHAPE, blobs, trained_classifier
 from tests.test_projection import TinyGenerator
 
@@ -137,6 +137,13 @@ def test_wilson_interval_matches_known_values():
     assert wilson_interval(5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)
     assert wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
     assert wilson_interval(10, 10) == pytest.approx((0.7225, 1.0), abs=1e-4)
+
+
+def test_difference_interval_matches_newcombe():
+    # Newcombe (1998), Statistics in Medicine 17:873, Table II example (56/70 - 48/80): [0.0524, 0.3339]
+    assert difference_interval(56, 70, 48, 80) == pytest.approx((0.0524, 0.3339), abs=1e-4)
+    low, high = difference_interval(30, 100, 30, 100)
+    assert low == pytest.approx(-high) and low < 0 < high
 
 
 def test_results_files_hold_every_field_for_every_attack_and_threat(classifier, tmp_path):

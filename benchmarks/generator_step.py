@@ -95,12 +95,16 @@ def contenders(models: list[str], batches) -> dict[str, callable]:
     return steps
 
 
+def random_batches(batch_size: int):
+    """A function drawing batches of ``batch_size`` from 10,000 MNIST-shaped images (a step's cost ignores the pixels)."""
+    data = torch.rand(10_000, *IMAGE_SHAPE)
+    return lambda: data[torch.randint(len(data), (batch_size,))]
+
+
 def run(args) -> str:
     torch.manual_seed(args.seed)
     device = torch.device("cpu")
-    data = torch.rand(10_000, *IMAGE_SHAPE)  # the step's cost does not depend on the pixels
-    batches = lambda: data[torch.randint(len(data), (args.batch_size,))]
-    steps = contenders(args.models, batches)
+    steps = contenders(args.models, random_batches(args.batch_size))
     for step in steps.values():
         for _ in range(args.warmup):
             step()

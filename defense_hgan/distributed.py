@@ -17,7 +17,10 @@ Rules the library follows under N ranks:
       each optimizer step, so the weights stay identical on every rank;
     - each rank samples (batches, noise) from ``World.rank_seed(seed)``, its
       own stream, and per-item randomness that must not depend on how items
-      are spread over ranks comes from ``derived_seed(seed, index)``.
+      are spread over ranks comes from ``derived_seed(seed, index)``;
+    - ``evaluate`` and ``sweep`` share out whole units of work (a chunk of
+      images, a cell of the grid) with ``World.map``; each unit seeds itself
+      as in a single process, so N ranks write a single process's numbers.
 """
 from __future__ import annotations
 

@@ -30,6 +30,18 @@ def collectives(world) -> dict:
         refused = None
     except ValueError as err:
         refused = str(err)
+
+    def square_or_fail(item: int) -> tuple[int, int]:
+        if item == 4:
+            raise ValueError(f"item 4 fails on rank {world.rank}")
+        return item * item, world.rank
+
+    mapped = []
+    try:
+        for result in world.map(square_or_fail, range(6)):
+            mapped.append(result)
+    except ValueError as err:
+        mapped.append(str(err))
     module = torch.nn.Linear(3, 2)
     torch.nn.init.constant_(module.weight, float(world.rank))
     world.broadcast_module(module)
@@ -39,6 +51,7 @@ def collectives(world) -> dict:
         "gathered": world.gather(world.rank),
         "mean": world.mean({"rank": float(world.rank), "one": 1.0}),
         "shard": list(world.shard(5)),
+        "mapped": mapped,
         "rank_seed": world.rank_seed(0),
         "broadcast_weight": module.weight.sum().item(),
     }

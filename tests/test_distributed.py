@@ -2,8 +2,10 @@
 runs that the tests start themselves (marked ``distributed``: ``pytest -m distributed`` selects them)."""
 import json
 import os
+import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,8 +17,17 @@ from defense_hgan.distributed import LAUNCH_VARIABLES, Launch, derived_seed, lau
 from defense_hgan.gan_training import GanConfig, train_generator
 from defense_hgan.generator_io import load_generator
 from defense_hgan.generators import GENERATOR_MODELS
+from defense_hgan.sweep import CSV_NAME, read_sweep
+from defense_hgan.defense import gan_defense
+from defense_hgan.scoring import attack_row
+from tests.distributed_evaluation_worker import (CHUNK, N, PGD, Recorded, command_line_evaluate, command_line_sweep,
+                                                 library_evaluation, save_checkpoints)
+from tests.test_attacks import blobs, trained_classifier
+from tests.test_projection import TinyGenerator
+from tests.test_sweep import without_seconds
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
+EVALUATION_WORKER = Path(__file__).with_name("distributed_evaluation_worker.py")
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
 LAUNCHED = {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "MASTER_ADDR": "localhost", "MASTER_PORT": "29500"}
 
@@ -47,6 +58,7 @@ def test_a_single_process_world_leaves_everything_as_it_was(monkeypatch):
         assert (world.rank, world.size, world.is_main, world.device) == (0, 1, True, torch.device("cpu"))
         assert world.mean(values) is values and world.gather("x") == ["x"] and world.share(lambda: 7) == 7
         assert world.wrap(module) is module and world.shard(3) == range(3) and world.rank_seed(5) == 5
+        assert list(world.map(lambda item: item + 1, [1, 2])) == [2, 3]
     assert not optimizer._optimizer_step_pre_hooks  # no hook: the step is the one a plain run takes
 
 
@@ -77,6 +89,8 @@ def test_two_ranks_share_average_and_train_every_model(mnist_root, tmp_path):
     assert first["refused"] == second["refused"] == "rank 0 refuses"  # rank 0's refusal stops both ranks
     assert first["gathered"] == [0, 1] and first["mean"] == second["mean"] == {"rank": 0.5, "one": 1.0}
     assert (first["shard"], second["shard"]) == ([0, 2, 4], [1, 3])
+    # rounds of one item a rank, every result on every rank in order; a failure on one rank stops both
+    assert first["mapped"] == second["mapped"] == [[0, 0], [1, 1], [4, 0], [9, 1], "item 4 fails on rank 0"]
     assert first["rank_seed"] != second["rank_seed"]
     assert first["broadcast_weight"] == second["broadcast_weight"] == 0.0  # rank 0's weights everywhere
     assert first["matches_full_batch"] and second["matches_full_batch"]  # through the penalty's double backward
@@ -132,3 +146,81 @@ def test_two_ranks_train_a_classifier_that_loads(mnist_root, tmp_path):
     assert metrics["world_size"] == 2 and metrics["epochs"] == 1
     model = load_classifier(out / "classifier.pt", device="cpu")
     assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_a_chunk_scores_alike_on_any_rank_whatever_ran_before_it(one_thread):
+    """Why N ranks give one process's numbers: the last chunk runs third in one process but first on rank 2 of 3,
+    and a chunk reseeds, so its random starts (PGD's, the attacker's and the scorer's restarts) are the same."""
+    images, labels = blobs(1)  # chunks of 4: images 0-3, 4-7, 8-9
+    defense = gan_defense(TinyGenerator(), L=3, R=2, seed=0)
+    recorded = Recorded(defense.purify)
+    classifier, defense = trained_classifier(), replace(defense, purify=recorded)
+
+    def chunk(start: int) -> dict:
+        return attack_row(classifier, defense, images[start : start + 4], labels[start : start + 4], attack="pgd",
+                          threat="bpda", dataset="mnist", settings=PGD)
+
+    in_one_process = [chunk(start) for start in (0, 4, 8)][-1]
+    alone = chunk(8)
+    assert {**in_one_process, "seconds": 0} == {**alone, "seconds": 0}
+    (images_third, projected_third), (images_alone, projected_alone) = recorded.calls[2:]
+    assert torch.equal(images_third, images_alone) and torch.equal(projected_third, projected_alone)
+    assert not torch.equal(images_alone, images[8:])  # PGD moved them
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread, as each rank of ``_torchrun`` has, so a single process computes bit for bit as a rank does."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _without_seconds(value):
+    """Results as JSON without their timings (every "seconds"), which differ from run to run."""
+    if isinstance(value, dict):
+        return {key: _without_seconds(item) for key, item in value.items() if key != "seconds"}
+    return [_without_seconds(item) for item in value] if isinstance(value, list) else value
+
+
+def _markdown_without_seconds(path: Path) -> str:
+    text = re.sub(r"[\d.]+ s in all", "s in all", path.read_text())
+    return re.sub(r"\| [\d.]+ \|$", "| |", text, flags=re.MULTILINE)  # a row's last column: its seconds
+
+
+def _in_single_process_order(per_rank: list[list], rows: int, chunks: int) -> list:
+    """The scoring calls of every rank in the order one process makes them: chunk k of each row ran on rank k % N."""
+    calls = [iter(rank_calls) for rank_calls in per_rank]
+    return [next(calls[k % len(calls)]) for _ in range(rows) for k in range(chunks)]
+
+
+@pytest.mark.distributed
+def test_two_ranks_evaluate_and_sweep_exactly_as_one_process(mnist_root, tmp_path, one_thread):
+    save_checkpoints(tmp_path)
+    one, two = tmp_path / "one", tmp_path / "two"
+    command_line_evaluate(tmp_path, mnist_root, two, attacks="fgsm")  # one process begins, two ranks finish
+    result = _torchrun(EVALUATION_WORKER, mnist_root, tmp_path, two)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("results.json") == result.stdout.count(CSV_NAME) == 1  # rank 0 alone reports
+    scored = library_evaluation(tmp_path, mnist_root, one / "library")
+    command_line_evaluate(tmp_path, mnist_root, one)
+    command_line_sweep(tmp_path, mnist_root, one)
+
+    chunks = -(-N // CHUNK)
+    per_rank = torch.load(two / "scored.pt")
+    assert [len(calls) for calls in per_rank] == [5 * 3, 5 * 2]  # five rows; chunks 0, 2, 4 on rank 0, 1, 3 on rank 1
+    classifier = load_classifier(tmp_path / "classifier.pt", device="cpu")
+    for (images, projected), (ranks_images, ranks_projected) in zip(
+            scored, _in_single_process_order(per_rank, 5, chunks), strict=True):
+        assert torch.equal(images, ranks_images) and torch.equal(projected, ranks_projected)  # the same adversarial
+        assert torch.equal(classifier(projected).argmax(1), classifier(ranks_projected).argmax(1))  # images, bit for bit
+    for folder in ("library", "evaluate"):
+        single = json.loads((one / folder / "results.json").read_text())
+        assert not single["pending"] and len(single["rows"]) == 5
+        assert _without_seconds(json.loads((two / folder / "results.json").read_text())) == _without_seconds(single)
+        assert _markdown_without_seconds(two / folder / "results.md") == _markdown_without_seconds(
+            one / folder / "results.md")
+    swept = read_sweep(one / "sweep" / CSV_NAME)
+    assert [row["L"] for row in swept] == [2, 3, 4]
+    assert without_seconds(read_sweep(two / "sweep" / CSV_NAME)) == without_seconds(swept)

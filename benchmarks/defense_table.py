@@ -122,7 +122,9 @@ def update_readme(readme: Path, tables: dict[str, list[str]]) -> None:
 
 
 def _name(model: str) -> str:
-    return NAMES.get(model, f"Defense-{model.upper()}")
+    """The paper's name of a model, or of a variant named after it (hgan-frozen-10k: Defense-HGAN)."""
+    base = next((known for known in NAMES if model == known or model.startswith(known + "-")), None)
+    return NAMES[base] if base else f"Defense-{model.upper()}"
 
 
 def _accuracy(row: dict | None, which: str = "defended") -> str:

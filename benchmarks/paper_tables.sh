@@ -4,6 +4,8 @@
 #   bash benchmarks/paper_tables.sh DATASET MODEL THREAT
 #     DATASET: mnist (classifier zoo/mnist-a) or cifar10 (zoo/cifar10-fast); MODEL: wgan-gp, hgan, ... (zoo/DATASET-MODEL)
 #     THREAT: oblivious or bpda
+#   GENERATOR=PATH replaces zoo/DATASET-MODEL/generator.pt, e.g. a trained snapshot; name MODEL after it
+#   (hgan-frozen-10k): MODEL's first part (hgan, wgan-gp, ...) picks the paper row it goes beside
 #
 # oblivious: the first 500 MNIST or 200 CIFAR-10 test images. bpda: the first 100; the attacker's gradients come from
 # a cheaper projection (L=50, R=2; scored with L=200, R=10) and CW runs 20 iterations (ART's line search costs several
@@ -19,7 +21,7 @@ case $dataset in
   cifar10) classifier=zoo/cifar10-fast/classifier.pt oblivious_n=200 ;;
   *) echo "DATASET must be mnist or cifar10, got $dataset" >&2; exit 2 ;;
 esac
-common=("$classifier" "zoo/$dataset-$model/generator.pt" --dataset "$dataset" --attacks fgsm,pgd,cw
+common=("$classifier" "${GENERATOR:-zoo/$dataset-$model/generator.pt}" --dataset "$dataset" --attacks fgsm,pgd,cw
         --threat "$threat" --L 200 --R 10 --seed 0 --device "${DEVICE:-auto}" --data-root "${DATA_ROOT:-data}"
         --out "benchmarks/results/paper_tables/$dataset-$model/$threat" --chunk "${CHUNK:-100}")
 case $threat in

@@ -66,19 +66,19 @@ def equal_steps(a: list[dict], b: list[dict]) -> list[list]:
             for row in a if int(row["step"]) in by_step]
 
 
-def equal_time(a: list[dict], b: list[dict], seconds_a: float, seconds_b: float) -> list[list]:
+def equal_time(a: list[dict], b: list[dict], cost_a: tuple[float, float], cost_b: tuple[float, float]) -> list[list]:
     """Pairs at equal CPU time: each snapshot of one run against the other's last snapshot within its time.
 
     A pair is kept only when the other run has a snapshot at or beyond that time, so neither side is cut
     short by a run that simply has not trained that long yet; the matched snapshot is at most one snapshot
     interval younger, which favours the first run of the pair slightly.
     """
-    def time(row, seconds):
-        return int(row["step"]) * seconds
+    def time(row, cost):
+        overhead, seconds = cost
+        return overhead + int(row["step"]) * seconds
 
     pairs = set()
-    for rows, seconds, others, other_seconds, flip in ((a, seconds_a, b, seconds_b, False),
-                                                       (b, seconds_b, a, seconds_a, True)):
+    for rows, seconds, others, other_seconds, flip in ((a, cost_a, b, cost_b, False), (b, cost_b, a, cost_a, True)):
         for index, row in enumerate(rows):
             within = [j for j, other in enumerate(others) if time(other, other_seconds) <= time(row, seconds)]
             if within and time(others[-1], other_seconds) >= time(row, seconds):
@@ -92,10 +92,12 @@ def main(argv=None) -> None:
     parser.add_argument("b", type=Path, help="run B's training-curve CSV")
     parser.add_argument("--seconds-a", type=float, required=True, help="run A's CPU seconds per training step")
     parser.add_argument("--seconds-b", type=float, required=True, help="run B's CPU seconds per training step")
+    parser.add_argument("--overhead-a", type=float, default=0.0, help="run A's CPU seconds before its first step")
+    parser.add_argument("--overhead-b", type=float, default=0.0, help="run B's CPU seconds before its first step")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "equal_budget.md")
     args = parser.parse_args(argv)
-    if not (args.seconds_a > 0 and args.seconds_b > 0):
-        raise SystemExit("--seconds-a and --seconds-b must be > 0")
+    if not (args.seconds_a > 0 and args.seconds_b > 0 and args.overhead_a >= 0 and args.overhead_b >= 0):
+        raise SystemExit("--seconds-a and --seconds-b must be > 0, --overhead-a and --overhead-b >= 0")
     a, b = read_rows(args.a), read_rows(args.b)
     check_comparable(a, b)
     name_a, name_b = args.a.stem, args.b.stem
@@ -108,8 +110,10 @@ def main(argv=None) -> None:
              "A - B with Newcombe's interval for independent samples (conservative on the same images). "
              f"Made by `python benchmarks/equal_budget.py {shlex.join(sys.argv[1:] if argv is None else argv)}`.", "",
              "## Equal steps", "", *markdown_table(header, equal_steps(a, b)),
-             f"## Equal CPU time ({args.seconds_a} s per step for A, {args.seconds_b} for B)", "",
-             *markdown_table(header, equal_time(a, b, args.seconds_a, args.seconds_b))]
+             f"## Equal CPU time (A: {args.overhead_a:g} s + {args.seconds_a:g} s per step; "
+             f"B: {args.overhead_b:g} s + {args.seconds_b:g} s per step)", "",
+             *markdown_table(header, equal_time(a, b, (args.overhead_a, args.seconds_a),
+                                                (args.overhead_b, args.seconds_b)))]
     write_report("\n".join(lines), args.out)
 
 

@@ -42,6 +42,18 @@ def test_pairs_equal_steps_and_equal_cpu_time(equal_budget, tmp_path):
     assert pairs == [["| 6000", "2000"], ["| 12000", "4000"]]
 
 
+def test_a_fixed_cost_before_the_first_step_moves_the_pairs(equal_budget, tmp_path):
+    cheap = curve(tmp_path / "cheap.csv", "hgan", [(2000, 0.4), (4000, 0.5), (6000, 0.6), (12000, 0.7)])
+    dear = curve(tmp_path / "dear.csv", "wgan-gp", [(2000, 0.2), (4000, 0.3)])
+    out = tmp_path / "report.md"
+    equal_budget.main([str(cheap), str(dear), "--seconds-a", "1", "--seconds-b", "3", "--overhead-a", "2000",
+                       "--out", str(out)])
+    time = out.read_text().split("## Equal CPU time")[1]
+    # dear's 2,000 steps (6,000 s) now buy cheap 4,000 steps after its 2,000 s; its 4,000 (12,000 s) buy 10,000
+    assert "A: 2000 s + 1 s per step; B: 0 s + 3 s per step" in time
+    assert "\n| 4000 | 2000 |" in time and "\n| 6000 | 2000 |" in time and "\n| 6000 | 4000 |" in time
+
+
 def test_refuses_curves_scored_on_other_images(equal_budget, tmp_path):
     a = curve(tmp_path / "a.csv", "hgan", [(2000, 0.4)])
     b = curve(tmp_path / "b.csv", "wgan-gp", [(2000, 0.2)], n=500)

@@ -10,7 +10,7 @@ from defense_hgan.generator_io import load_generator, save_generator
 from defense_hgan.generators import GENERATOR_MODELS, build_generator, build_training
 from defense_hgan.generators.hgan import teacher_output
 from defense_hgan.generators.pixelcnn import bits_per_dim
-from defense_hgan.generators.wgan_gp import gradient_penalty
+from defense_hgan.generators.wgan_gp import LeakyReLU, gradient_penalty
 
 SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
 TINY_TEACHER = {"nr_filters": 8, "nr_logistic_mix": 2}
@@ -70,6 +70,48 @@ def test_gradient_penalty_vanishes_for_a_unit_slope_critic():
     real, fake = torch.rand(4, 1, 28, 28), torch.rand(4, 1, 28, 28)
     assert gradient_penalty(critic, real, fake).item() == pytest.approx(0.0, abs=1e-10)
     assert gradient_penalty(lambda x: 3 * critic(x), real, fake).item() == pytest.approx(4.0)  # (3 - 1)^2
+
+
+def _with_torch_leaky_relu(critic: nn.Module) -> nn.Module:
+    """The critic as it was built before the masked LeakyReLU: nn.LeakyReLU(0.2, inplace) in the same places."""
+    for index, layer in enumerate(critic.net):
+        if isinstance(layer, LeakyReLU):
+            critic.net[index] = nn.LeakyReLU(layer.negative_slope, True)
+    return critic
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_masked_leaky_relu_skips_the_zero_pass_of_the_double_backward(dtype):
+    x, w = torch.randn(64, dtype=dtype), torch.randn(64, dtype=dtype)
+    x[:3] = torch.tensor([0.0, -0.0, 1e-30])
+    outputs = {}
+    for name, layer in (("ours", LeakyReLU(0.2)), ("torch", nn.LeakyReLU(0.2))):
+        inputs, weights = x.clone().requires_grad_(True), w.clone().requires_grad_(True)
+        scores = layer(inputs * weights)  # a one-layer critic
+        (grad,) = torch.autograd.grad(scores.sum(), inputs, create_graph=True)
+        grad.pow(2).sum().backward()  # a penalty on the input gradient, as WGAN-GP's
+        outputs[name] = scores.detach(), grad.detach(), weights.grad, inputs.grad
+    ours, theirs = outputs["ours"], outputs["torch"]
+    assert all(torch.equal(a, b) for a, b in zip(ours[:3], theirs[:3]))  # values, gradient, penalty's gradient
+    assert torch.equal(theirs[3], torch.zeros_like(x))  # nn.LeakyReLU backpropagates zeros into the forward pass
+    assert ours[3] is None  # ours does not reach it at all
+
+
+def test_wgan_gp_steps_match_nn_leaky_relu_bit_for_bit():
+    def three_steps(swap: bool):
+        torch.manual_seed(0)
+        training = build_training("wgan-gp", "mnist")
+        if swap:
+            _with_torch_leaky_relu(training.networks["discriminator"])
+        batches = torch.Generator().manual_seed(1)
+        next_batch = lambda: torch.rand(4, 1, 28, 28, generator=batches)  # noqa: E731
+        losses = [training.step(training.networks, training.optimizers, next_batch) for _ in range(3)]
+        return losses, {name: net.state_dict() for name, net in training.networks.items()}
+
+    (ours, our_weights), (theirs, their_weights) = three_steps(False), three_steps(True)
+    assert all(torch.equal(a[key], b[key]) for a, b in zip(ours, theirs) for key in a)
+    for name, state in our_weights.items():
+        assert all(torch.equal(state[key], their_weights[name][key]) for key in state), name
 
 
 def test_teacher_losses_are_the_likelihood_and_the_papers_l1():

@@ -13,26 +13,38 @@ precomputed tensor instead of computed (``defense_hgan.frozen_teacher``).
              real batch, D on G(z).detach(), one D step, then D on G(z), one G step;
   ours       ``build_training(model, "mnist").step``, what ``train-generator`` runs.
 
+--options adds rows for ways to run a model's step faster (see OPTIONS):
+"ours: MODEL, OPTION" keeps the algorithm (same math, maybe other float
+rounding), "departure: MODEL, OPTION" changes it and is timed only, never
+trained here. Each row's ratio to its model's own row is in the last column.
+
 Contenders are timed in interleaved rounds (each round times --steps steps of
 each, after --warmup untimed ones) and the median round is reported, so that
-drifts in the machine's load hit all of them alike.
+drifts in the machine's load hit all of them alike. --clock cpu counts this
+process's CPU seconds instead of wall seconds: at one torch thread on a
+machine shared with other jobs, it leaves out the time others hold the core.
 
-Reproduce (writes benchmarks/results/generator_step.md):
+Reproduce (writes benchmarks/results/generator_step.md, and generator_step_options.md):
 
     python benchmarks/generator_step.py
+    OMP_NUM_THREADS=1 python benchmarks/generator_step.py --models dcgan,wgan-gp,s-argan --options all --clock cpu \
+        --threads 1 --rounds 3 --steps 2 --warmup 2 --out benchmarks/results/generator_step_options.md
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
+import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from defense_hgan.generators import GENERATOR_MODELS, TEACHER_MODELS, build_training
+from defense_hgan.generators import GENERATOR_MODELS, TEACHER_MODELS, Training, build_training, wgan_gp
 from measure import machine, markdown_table, timed, write_report
 
 RESULTS = Path(__file__).resolve().parent / "results" / "generator_step.md"
@@ -76,54 +88,142 @@ def parameter_count(*modules: nn.Module) -> int:
     return sum(p.numel() for m in modules for p in m.parameters())
 
 
-def contenders(models: list[str], batches) -> dict[str, callable]:
-    """name -> a function running one training step; checks that the reference matches our DCGAN."""
+def adam(training: Training, **implementation) -> None:
+    """The same Adam (lr, betas) in another implementation: fused=True (one kernel) or foreach=True (list ops)."""
+    training.optimizers = {name: torch.optim.Adam(opt.param_groups[0]["params"], lr=opt.defaults["lr"],
+                                                  betas=opt.defaults["betas"], **implementation)
+                           for name, opt in training.optimizers.items()}
+
+
+def channels_last(training: Training) -> None:
+    for net in training.networks.values():
+        net.to(memory_format=torch.channels_last)
+
+
+def compile_generator(training: Training) -> None:
+    """G under torch.compile (inductor); the critic's penalty needs a double backward, which compile lacks.
+
+    Donated buffers are turned off: ARGAN's step backpropagates through G's graph twice (retain_graph).
+    """
+    torch._functorch.config.donated_buffer = False
+    training.networks["generator"] = torch.compile(training.networks["generator"])
+
+
+def torch_leaky_relu(training: Training) -> None:
+    """WGAN-GP's critic as it was before wgan_gp.LeakyReLU: nn.LeakyReLU(0.2, inplace) in the same places."""
+    layers = training.networks["discriminator"].net
+    for index, layer in enumerate(layers):
+        if isinstance(layer, wgan_gp.LeakyReLU):
+            layers[index] = nn.LeakyReLU(layer.negative_slope, True)
+
+
+def lazy_penalty(training: Training, every: int = 4) -> None:
+    """The penalty on every ``every``-th critic step only, weighted ``every`` times (StyleGAN2's lazy R1)."""
+    calls = itertools.count(1)
+
+    def penalty(critic, real, fake):
+        return every * wgan_gp.gradient_penalty(critic, real, fake) if next(calls) % every == 0 else torch.zeros(())
+
+    training.step = partial(wgan_gp.train_step, penalty=penalty)
+
+
+def half_batch_penalty(training: Training) -> None:
+    """The penalty on the first half of each batch's real and fake images."""
+    half = lambda critic, real, fake: wgan_gp.gradient_penalty(critic, real[:len(real) // 2], fake[:len(fake) // 2])
+    training.step = partial(wgan_gp.train_step, penalty=half)
+
+
+# name -> (row label, departs from the paper's algorithm, models it applies to, change made to a fresh Training)
+OPTIONS = {
+    "torch-leaky-relu": ("critic with nn.LeakyReLU (before)", False, ("wgan-gp",), torch_leaky_relu),
+    "fused-adam": ("fused Adam", False, ("dcgan", "wgan-gp", "s-argan"), partial(adam, fused=True)),
+    "foreach-adam": ("foreach Adam", False, ("dcgan", "wgan-gp", "s-argan"), partial(adam, foreach=True)),
+    "channels-last": ("channels_last", False, ("dcgan", "wgan-gp", "s-argan"), channels_last),
+    "compile-g": ("torch.compile(G)", False, ("wgan-gp", "s-argan"), compile_generator),
+    "lazy-penalty": ("penalty every 4th critic step, x4", True, ("wgan-gp",), lazy_penalty),
+    "half-penalty": ("penalty on half the batch", True, ("wgan-gp",), half_batch_penalty),
+}
+
+
+def contenders(models: list[str], batches, options: list[str] = ()) -> dict[str, tuple[str, callable]]:
+    """name -> (model, a function running one training step); checks that the reference matches our DCGAN."""
     steps = {}
     for model in models:
         training = build_training(model, "mnist")
-        steps[f"ours: {model}"] = lambda t=training: t.step(t.networks, t.optimizers, batches)
+        steps[f"ours: {model}"] = model, lambda t=training: t.step(t.networks, t.optimizers, batches)
         if model in TEACHER_MODELS:
             frozen = build_training(model, "mnist", teacher_batches=lambda n: batches()[:n])
-            steps[f"ours: {model}, frozen teacher"] = lambda t=frozen: t.step(t.networks, t.optimizers, batches)
+            steps[f"ours: {model}, frozen teacher"] = model, lambda t=frozen: t.step(t.networks, t.optimizers, batches)
+        for option in options:
+            label, departs, applies_to, change = OPTIONS[option]
+            if model in applies_to:
+                changed = build_training(model, "mnist")
+                change(changed)
+                name = f"{'departure' if departs else 'ours'}: {model}, {label}"
+                steps[name] = model, lambda t=changed: t.step(t.networks, t.optimizers, batches)
     generator, discriminator = reference_dcgan()
     ours = build_training("dcgan", "mnist").networks
     if parameter_count(generator, discriminator) != parameter_count(ours["generator"], ours["discriminator"]):
         raise RuntimeError("the reference DCGAN no longer has our DCGAN's layers")
     opt_g = torch.optim.Adam(generator.parameters(), lr=2e-4, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    steps["reference: dcgan"] = lambda: reference_step(generator, discriminator, opt_g, opt_d, batches() * 2 - 1)
+    steps["reference: dcgan"] = "dcgan", lambda: reference_step(generator, discriminator, opt_g, opt_d,
+                                                                batches() * 2 - 1)
     return steps
 
 
 def random_batches(batch_size: int):
-    """A function drawing batches of ``batch_size`` from 10,000 MNIST-shaped images (a step's cost ignores the pixels)."""
+    """A function drawing batches of ``batch_size`` from 10,000 MNIST-shaped images (the cost ignores the pixels)."""
     data = torch.rand(10_000, *IMAGE_SHAPE)
     return lambda: data[torch.randint(len(data), (batch_size,))]
 
 
+def option_names(text: str, parser: argparse.ArgumentParser) -> list[str]:
+    """--options as a list: comma-separated names of OPTIONS, or all; an unknown name ends the parse."""
+    names = list(OPTIONS) if text == "all" else [name for name in text.split(",") if name]
+    unknown = sorted(set(names) - set(OPTIONS))
+    if unknown:
+        parser.error(f"unknown --options {unknown}; expected all or some of {', '.join(OPTIONS)}")
+    return names
+
+
+def seconds_of(fn, device: torch.device, clock: str) -> float:
+    """Wall seconds (waiting for the GPU) or this process's CPU seconds that ``fn()`` took."""
+    if clock == "wall":
+        return timed(fn, device)[1]
+    start = time.process_time()
+    fn()
+    return time.process_time() - start
+
+
 def run(args) -> str:
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     device = torch.device("cpu")
-    steps = contenders(args.models, random_batches(args.batch_size))
-    for step in steps.values():
+    steps = contenders(args.models, random_batches(args.batch_size), args.options)
+    for _, step in steps.values():
         for _ in range(args.warmup):
             step()
     seconds = {name: [] for name in steps}
     for round_ in range(args.rounds):
         print(f"[{time.strftime('%H:%M:%S')}] round {round_ + 1}/{args.rounds}", flush=True)
-        for name, step in steps.items():
-            seconds[name].append(timed(lambda: [step() for _ in range(args.steps)], device)[1] / args.steps)
+        for name, (_, step) in steps.items():
+            spent = seconds_of(lambda: [step() for _ in range(args.steps)], device, args.clock)
+            seconds[name].append(spent / args.steps)
     per_step = {name: statistics.median(times) for name, times in seconds.items()}
     dcgan = per_step["ours: dcgan"]
     rows = [[name, f"{1000 * s:.1f}", f"{1000 * min(seconds[name]):.1f}", f"{1000 * max(seconds[name]):.1f}",
-             f"{s / dcgan:.2f}"] for name, s in per_step.items()]
+             f"{s / dcgan:.2f}", f"{s / per_step[f'ours: {steps[name][0]}']:.2f}"] for name, s in per_step.items()]
     lines = [
         "# Generator training step cost\n",
         f"Machine: {machine(device)}; torch {torch.__version__}. MNIST-shaped batches of {args.batch_size}, "
         f"fp32, default model sizes (PixelCNN++ teacher: 1 resnet block, 32 filters, 5 mixtures). "
-        f"{args.rounds} interleaved rounds of {args.steps} steps after {args.warmup} warm-up steps; "
-        f"seed {args.seed}. Made by `python benchmarks/generator_step.py`.\n",
-        *markdown_table(["step", "median ms", "min ms", "max ms", "x ours: dcgan"], rows),
+        f"{args.rounds} interleaved rounds of {args.steps} steps after {args.warmup} warm-up steps, "
+        f"{args.clock} clock; seed {args.seed}. "
+        f"Made by `{' '.join(['python benchmarks/generator_step.py', *args.argv])}`.\n",
+        *markdown_table(["step", f"median {args.clock} ms", "min ms", "max ms", "x ours: dcgan", "x its model's row"],
+                        rows),
         f"Our DCGAN step against the plain reference loop: **{per_step['reference: dcgan'] / dcgan:.2f}x** "
         f"the reference's speed (above 1: ours is faster).\n",
     ]
@@ -137,10 +237,15 @@ def main(argv=None) -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=5, help="timed steps per contender per round")
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--options", default="", help=f"comma-separated, or all: {', '.join(OPTIONS)}")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else argv
     args.models = ["dcgan"] + [m for m in args.models.split(",") if m and m != "dcgan"]
+    args.options = option_names(args.options, parser)
     write_report(run(args), args.out)
 
 

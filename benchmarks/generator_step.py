@@ -16,7 +16,8 @@ precomputed tensor instead of computed (``defense_hgan.frozen_teacher``).
 --options adds rows for ways to run a model's step faster (see OPTIONS):
 "ours: MODEL, OPTION" keeps the algorithm (same math, maybe other float
 rounding), "departure: MODEL, OPTION" changes it and is timed only, never
-trained here. Each row's ratio to its model's own row is in the last column.
+trained here. The last column is each row's time over its model's row's in
+the same round: the median over rounds and the rounds' min-max.
 
 Contenders are timed in interleaved rounds (each round times --steps steps of
 each, after --warmup untimed ones) and the median round is reported, so that
@@ -28,7 +29,7 @@ Reproduce (writes benchmarks/results/generator_step.md, and generator_step_optio
 
     python benchmarks/generator_step.py
     OMP_NUM_THREADS=1 python benchmarks/generator_step.py --models dcgan,wgan-gp,s-argan --options all --clock cpu \
-        --threads 1 --rounds 3 --steps 2 --warmup 2 --out benchmarks/results/generator_step_options.md
+        --threads 1 --rounds 7 --steps 2 --warmup 2 --out benchmarks/results/generator_step_options.md
 """
 from __future__ import annotations
 
@@ -196,6 +197,15 @@ def seconds_of(fn, device: torch.device, clock: str) -> float:
     return time.process_time() - start
 
 
+def paired_ratio(times: list[float], model_times: list[float]) -> str:
+    """The median, min and max over rounds of a row's time over its model's row's in the same round.
+
+    Rows timed in one round share that round's load, so these ratios vary less than the times do.
+    """
+    ratios = [row_time / model_time for row_time, model_time in zip(times, model_times)]
+    return f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
+
+
 def run(args) -> str:
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -214,7 +224,8 @@ def run(args) -> str:
     per_step = {name: statistics.median(times) for name, times in seconds.items()}
     dcgan = per_step["ours: dcgan"]
     rows = [[name, f"{1000 * s:.1f}", f"{1000 * min(seconds[name]):.1f}", f"{1000 * max(seconds[name]):.1f}",
-             f"{s / dcgan:.2f}", f"{s / per_step[f'ours: {steps[name][0]}']:.2f}"] for name, s in per_step.items()]
+             f"{s / dcgan:.2f}", paired_ratio(seconds[name], seconds[f"ours: {steps[name][0]}"])]
+            for name, s in per_step.items()]
     lines = [
         "# Generator training step cost\n",
         f"Machine: {machine(device)}; torch {torch.__version__}. MNIST-shaped batches of {args.batch_size}, "
@@ -222,7 +233,8 @@ def run(args) -> str:
         f"{args.rounds} interleaved rounds of {args.steps} steps after {args.warmup} warm-up steps, "
         f"{args.clock} clock; seed {args.seed}. "
         f"Made by `{' '.join(['python benchmarks/generator_step.py', *args.argv])}`.\n",
-        *markdown_table(["step", f"median {args.clock} ms", "min ms", "max ms", "x ours: dcgan", "x its model's row"],
+        *markdown_table(["step", f"median {args.clock} ms", "min ms", "max ms", "x ours: dcgan",
+                         "x its model's row, same round: median (min-max)"],
                         rows),
         f"Our DCGAN step against the plain reference loop: **{per_step['reference: dcgan'] / dcgan:.2f}x** "
         f"the reference's speed (above 1: ours is faster).\n",

@@ -26,7 +26,7 @@ def test_option_rows_are_named_and_compared_with_their_models_row(benchmarks, tm
     assert set(rows) == {"ours: dcgan", "ours: dcgan, fused Adam", "ours: wgan-gp",
                          "ours: wgan-gp, critic with nn.LeakyReLU (before)", "ours: wgan-gp, fused Adam",
                          "departure: wgan-gp, penalty every 4th critic step, x4", "reference: dcgan"}
-    assert rows["ours: wgan-gp"][-1] == "1.00 |" and rows["ours: dcgan"][-1] == "1.00 |"
+    assert rows["ours: wgan-gp"][-1] == "1.00 (1.00-1.00) |" and rows["ours: dcgan"][-1] == "1.00 (1.00-1.00) |"
     with pytest.raises(SystemExit):
         generator_step.main(["--options", "fastest", "--out", str(out)])
 

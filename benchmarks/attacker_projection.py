@@ -38,7 +38,7 @@ from defense_hgan.checkpoints import file_sha256
 from defense_hgan.defense import correct
 from defense_hgan.devices import seed_everything
 from defense_hgan.report import read_table, write_table
-from defense_hgan.scoring import wilson_interval
+from defense_hgan.scoring import proportion_text, wilson_interval
 from defense_hgan.sweep import generator_from_checkpoint, parse_grid
 from measure import generator_parser, machine, markdown_table, write_report
 
@@ -114,7 +114,7 @@ def table(rows: list[dict], args) -> list[str]:
         inside = "-" if row is cold else "yes" if low - 1e-9 <= hits / n <= high + 1e-9 else "**no**"
         only_here = sum(a == "1" and b == "0" for a, b in zip(row["hits"], cold["hits"]))
         only_cold = sum(a == "0" and b == "1" for a, b in zip(row["hits"], cold["hits"]))
-        lines.append([row["model"], row["attack"], projection, _accuracy(hits, n), f"{1 - hits / n:.3f}",
+        lines.append([row["model"], row["attack"], projection, proportion_text(hits, n), f"{1 - hits / n:.3f}",
                       row["cpu_seconds"], row["wall_seconds"], _ratio(row, cold), _ratio(row, today), inside,
                       "-" if row is cold else f"{only_here} / {only_cold}"])
     return markdown_table(["generator", "attack", "attacker's projection", "defended accuracy [95% CI]",
@@ -122,9 +122,6 @@ def table(rows: list[dict], args) -> list[str]:
                            "inside cold's CI", "robust only here / only cold"], lines)
 
 
-def _accuracy(hits: int, n: int) -> str:
-    low, high = wilson_interval(hits, n)
-    return f"{hits / n:.3f} [{low:.3f}, {high:.3f}]"
 
 
 def _ratio(row: dict, reference: dict) -> str:

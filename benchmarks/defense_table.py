@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from defense_hgan.report import strongest
+from defense_hgan.scoring import interval_text
 from measure import markdown_table, write_report
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -131,8 +132,7 @@ def _accuracy(row: dict | None, which: str = "defended") -> str:
     """'0.990 [0.977, 0.996]': a row's accuracy with its interval, or '-' for a row not run (yet)."""
     if row is None:
         return "-"
-    low, high = row[f"interval_{which}"]
-    return f"{row[f'accuracy_{which}']:.3f} [{low:.3f}, {high:.3f}]"
+    return interval_text(row[f"accuracy_{which}"], row[f"interval_{which}"])
 
 
 def _our_row(run: Run, columns: list[str]) -> list:

@@ -23,7 +23,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from defense_hgan.scoring import difference_interval, wilson_interval
+from defense_hgan.scoring import difference_interval, proportion_text
 from measure import markdown_table, write_report
 from training_curve import SETTINGS, read_rows
 
@@ -56,8 +56,7 @@ def cells(row_a: dict, row_b: dict) -> list[str]:
 
 
 def accuracy_cell(k: int, n: int) -> str:
-    low, high = wilson_interval(k, n)
-    return f"{k / n:.2f} [{low:.2f}, {high:.2f}]"
+    return proportion_text(k, n, digits=2)
 
 
 def equal_steps(a: list[dict], b: list[dict]) -> list[list]:

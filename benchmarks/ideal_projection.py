@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from attacks.threats import craft
 from defense_hgan import load_classifier, load_dataset
 from defense_hgan.devices import seed_everything
-from defense_hgan.scoring import wilson_interval
+from defense_hgan.scoring import proportion_text
 from measure import machine, markdown_table, write_report
 
 RESULTS = Path(__file__).resolve().parent / "results" / "ideal_projection_mnist.md"
@@ -48,9 +48,7 @@ def nearest(queries: torch.Tensor, references: torch.Tensor, chunk: int = 100) -
 
 
 def cell(hits: torch.Tensor) -> str:
-    k, n = int(hits.sum()), len(hits)
-    low, high = wilson_interval(k, n)
-    return f"{k / n:.3f} [{low:.3f}, {high:.3f}]"
+    return proportion_text(int(hits.sum()), len(hits))
 
 
 def main(argv=None) -> None:

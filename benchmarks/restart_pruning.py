@@ -35,7 +35,8 @@ from adversarial_fit import predictions
 from defense_hgan import load_classifier, load_dataset, load_generator, project
 from defense_hgan.atomic import atomic_write
 from defense_hgan.checkpoints import file_sha256
-from defense_hgan.evaluation import craft, wilson_interval
+from defense_hgan.evaluation import craft
+from defense_hgan.scoring import interval_text, wilson_interval
 from defense_hgan.projection import check_prune, halving_rungs
 from measure import machine, markdown_table, timed, write_report
 
@@ -145,9 +146,8 @@ def summarize(chunks: list[dict], labels: torch.Tensor, names: tuple[str, ...], 
 
 
 def table_row(images: str, variant: str, row: dict) -> list:
-    low, high = row["interval"]
     return [images, variant, row["n"], f"{row['accuracy_full']:.3f}", f"{row['accuracy_variant']:.3f}",
-            f"{row['agreement']:.3f} [{low:.3f}, {high:.3f}]", f"{row['same_latent']:.3f}",
+            interval_text(row["agreement"], row["interval"]), f"{row['same_latent']:.3f}",
             f"{row['mse_full']:.5f} / {row['mse_variant']:.5f}", f"{row['seconds_full']:.1f}",
             f"{row['seconds_variant']:.1f}", f"**{row['time_ratio']:.2f}x**", f"{row['work_ratio']:.2f}x"]
 

@@ -30,7 +30,7 @@ import torch
 
 from adversarial_fit import predictions
 from defense_hgan import project
-from defense_hgan.evaluation import wilson_interval
+from defense_hgan.scoring import proportion_text
 from defense_hgan.projection import best_restarts, halving_rungs, restart_mse
 from measure import markdown_table, write_report
 from restart_pruning import SETS, halvings, parser_of, run_chunks, settings_of
@@ -85,10 +85,9 @@ def replay_row(title: str, data: dict, prune: float) -> list:
     pruned, work = replay(data["errors"], data["final"], halving_rungs(prune, L, R))
     chosen = data["predictions"].gather(1, torch.stack([full, pruned], 1))  # (N, 2): predictions of each
     n, agree = len(chosen), int((chosen[:, 0] == chosen[:, 1]).sum())
-    low, high = wilson_interval(agree, n)
     accuracy = (chosen == data["labels"][:, None]).float().mean(0)
     return [title, f"prune={prune}", n, f"{full_work / work:.2f}x", f"{(full == pruned).float().mean():.3f}",
-            f"{agree / n:.3f} [{low:.3f}, {high:.3f}]", f"{accuracy[0]:.3f}", f"{accuracy[1]:.3f}"]
+            proportion_text(agree, n), f"{accuracy[0]:.3f}", f"{accuracy[1]:.3f}"]
 
 
 def rank_row(title: str, data: dict) -> list:

@@ -21,6 +21,7 @@ from typing import Callable
 
 from defense_hgan.atomic import atomic_write
 from defense_hgan.checkpoints import checkpoint_difference
+from defense_hgan.scoring import interval_text
 
 JSON_NAME, MARKDOWN_NAME = "results.json", "results.md"
 # Row settings as results.md abbreviates them; batch_size (throughput), the attacker's projection (in the
@@ -329,8 +330,7 @@ def _defense(results: dict) -> str:
 
 
 def _accuracy(row: dict, which: str) -> str:
-    low, high = row[f"interval_{which}"]
-    return f"{row[f'accuracy_{which}']:.3f} [{low:.3f}, {high:.3f}]"
+    return interval_text(row[f"accuracy_{which}"], row[f"interval_{which}"])
 
 
 def _attack_settings(settings: dict) -> str:

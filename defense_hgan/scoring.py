@@ -84,6 +84,17 @@ def wilson_interval(correct: int, n: int, z: float = Z95) -> tuple[float, float]
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
+def interval_text(value: float, interval, digits: int = 3) -> str:
+    """'0.990 [0.977, 0.996]': how every table here writes a proportion and its interval."""
+    low, high = interval
+    return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def proportion_text(correct: int, n: int, digits: int = 3) -> str:
+    """correct / n with its Wilson interval, as interval_text writes it."""
+    return interval_text(correct / n, wilson_interval(correct, n), digits)
+
+
 def difference_interval(correct_a: int, n_a: int, correct_b: int, n_b: int, z: float = Z95) -> tuple[float, float]:
     """Newcombe's interval for p_a - p_b from two Wilson intervals (his method 10).
 

@@ -16,7 +16,7 @@ from defense_hgan.evaluation import evaluate
 from defense_hgan.locking import FolderInUseError, output_lock
 from defense_hgan.report import read_results, write_results
 from defense_hgan.sanity import sanity_checks
-from defense_hgan.scoring import attack_row, difference_interval, wilson_interval
+from defense_hgan.scoring import attack_row, difference_interval, proportion_text, wilson_interval
 from tests.test_attacks import SHAPE, blobs, trained_classifier
 from tests.test_projection import TinyGenerator
 
@@ -137,6 +137,11 @@ def test_wilson_interval_matches_known_values():
     assert wilson_interval(5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)
     assert wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
     assert wilson_interval(10, 10) == pytest.approx((0.7225, 1.0), abs=1e-4)
+
+
+def test_proportion_text_writes_the_share_and_its_wilson_interval():
+    assert proportion_text(5, 10) == "0.500 [0.237, 0.763]"
+    assert proportion_text(10, 10, digits=2) == "1.00 [0.72, 1.00]"
 
 
 def test_difference_interval_matches_newcombe():

@@ -35,14 +35,24 @@ from defense_hgan.checkpoints import file_sha256
 from defense_hgan.metrics import generator_metrics
 from defense_hgan.sweep import generator_from_checkpoint
 from measure import generator_parser, machine, markdown_table, write_report
+from training_curve import SNAPSHOT
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def training_budget(generator_path: Path) -> dict:
-    """The train-generator metrics.json beside the checkpoint ({} when there is none)."""
+    """The train-generator metrics.json beside the checkpoint ({} when there is none).
+
+    A snapshot (step_XXXXXX.pt, ``--snapshot-every``) is its run's generator at
+    that step: it takes its steps from its name, and the run's metrics.json
+    only when that describes the same step.
+    """
     path = generator_path.parent / "metrics.json"
-    return json.loads(path.read_text()) if path.exists() else {}
+    budget = json.loads(path.read_text()) if path.exists() else {}
+    snapshot = SNAPSHOT.fullmatch(generator_path.name)
+    if snapshot and budget.get("steps") != int(snapshot.group(1)):
+        budget = {"steps": int(snapshot.group(1)), "config": budget.get("config", {})}
+    return budget
 
 
 def measured_before(previous: dict, path: Path, digest: str, args) -> dict | None:

@@ -12,7 +12,9 @@ what this predicts, up to float rounding), and reports:
 
   replay  per --prune value: the latent-steps ratio, how often it returns the
           full run's restart and its prediction (95% Wilson interval), and
-          its defended accuracy;
+          its defended accuracy; then the same for single cuts (keep the best
+          k restarts after step t, for a few t and k), which project() does
+          not offer: a check that no one cut beats the halvings;
   ranks   at a few steps, how often the full run's final best restart is
           then the best, or in the better half, of the image's R restarts.
 
@@ -37,6 +39,9 @@ from restart_pruning import SETS, halvings, parser_of, run_chunks, settings_of
 
 RESULTS = Path(__file__).resolve().parent / "results" / "restart_ranks.md"
 RANK_STEPS = (10, 20, 40, 80, 120, 160)
+ONE_RUNG_STEPS, ONE_RUNG_KEPT = (5, 10, 20, 40), (2, 3, 4, 5)
+REPLAY_COLUMNS = ["images", "variant", "n", "latent-steps ratio", "same restart as full",
+                  "prediction agrees with full (95% Wilson)", "defended accuracy, full", "defended accuracy, pruned"]
 
 
 def record_chunk(generator, classifier, images: dict, args) -> dict:
@@ -79,14 +84,14 @@ def joined(chunks: list[dict], labels: torch.Tensor, names: tuple[str, ...]) -> 
         "labels": torch.cat([truth for _, truth in parts])}
 
 
-def replay_row(title: str, data: dict, prune: float) -> list:
+def replay_row(title: str, data: dict, variant: str, rungs: dict[int, int]) -> list:
+    """One replayed variant (``rungs``: {step: restarts kept}) against the full run on ``data``'s images."""
     full, full_work = replay(data["errors"], data["final"], {})
-    L, R = data["errors"].shape[2], data["errors"].shape[1]
-    pruned, work = replay(data["errors"], data["final"], halving_rungs(prune, L, R))
+    pruned, work = replay(data["errors"], data["final"], rungs)
     chosen = data["predictions"].gather(1, torch.stack([full, pruned], 1))  # (N, 2): predictions of each
     n, agree = len(chosen), int((chosen[:, 0] == chosen[:, 1]).sum())
     accuracy = (chosen == data["labels"][:, None]).float().mean(0)
-    return [title, f"prune={prune}", n, f"{full_work / work:.2f}x", f"{(full == pruned).float().mean():.3f}",
+    return [title, variant, n, f"{full_work / work:.2f}x", f"{(full == pruned).float().mean():.3f}",
             proportion_text(agree, n), f"{accuracy[0]:.3f}", f"{accuracy[1]:.3f}"]
 
 
@@ -112,10 +117,15 @@ def report(chunks: list[dict], labels: torch.Tensor, settings: dict, prune: list
         f"Made by `{shlex.join(['python', 'benchmarks/restart_ranks.py', *argv])}`.\n",
         "## Replay: what each prune value would return\n",
         *[f"- `prune={p}`: {halvings(halving_rungs(p, L, R), R)}" for p in prune], "",
-        *markdown_table(["images", "variant", "n", "latent-steps ratio", "same restart as full",
-                         "prediction agrees with full (95% Wilson)", "defended accuracy, full",
-                         "defended accuracy, pruned"],
-                        [replay_row(title, data, p) for p in prune for title, data in groups.items()]),
+        *markdown_table(REPLAY_COLUMNS,
+                        [replay_row(title, data, f"prune={p}", halving_rungs(p, L, R))
+                         for p in prune for title, data in groups.items()]),
+        "## Replay: one rung, the best k of the restarts kept after step t\n",
+        "Not an option of `project`: a check that no single cut does better than the halvings. Clean and FGSM "
+        "images together.\n",
+        *markdown_table(REPLAY_COLUMNS,
+                        [replay_row("both", groups["both"], f"keep {k} after step {t}", {t: k})
+                         for t in ONE_RUNG_STEPS if t < L for k in ONE_RUNG_KEPT if k < R]),
         "## Ranks: is the full run's final best restart already leading?\n",
         f"At each step: the fraction of images whose final best restart is then the best / in the better half "
         f"of the {R}.\n",

@@ -29,6 +29,7 @@ from defense_hgan.defense import Defense
 from defense_hgan.scoring import attack_row
 
 EPS_SCALES = (0.25, 0.5, 1.0, 2.0)
+SLACK = 1e-9  # accuracies are k / n in floats: 0.64 - 0.62 is 0.020000000000000018, and must pass a 0.02 tolerance
 Measure = Callable[[str, str, dict], dict]  # (attack, threat, ART overrides) -> its result row on the images
 
 
@@ -70,18 +71,18 @@ def sanity_checks(classifier: nn.Module, defense: Defense, images: torch.Tensor,
     longer = pgd_at(pgd["eps"], 2 * pgd["max_iter"])
     at_eps = curve[EPS_SCALES.index(1.0)]
 
-    rises = all(b <= a + tolerance for a, b in zip(curve, curve[1:]))
-    falls = curve[-1] < curve[0] - tolerance or curve[0] <= near_zero
+    rises = all(b <= a + tolerance + SLACK for a, b in zip(curve, curve[1:]))
+    falls = curve[-1] < curve[0] - tolerance or curve[0] <= near_zero + SLACK
     checks = [
         _check("accuracy falls as eps grows", rises and falls,
                f"PGD accuracy {_fmt(curve)} at eps {_fmt(grid)}", {"eps": grid, "accuracy": curve}),
-        _check("unbounded attack succeeds", unbounded <= near_zero,
+        _check("unbounded attack succeeds", unbounded <= near_zero + SLACK,
                f"PGD at eps 1.0 leaves accuracy {unbounded:.3f} (should be <= {near_zero})",
                {"eps": 1.0, "accuracy": unbounded}),
-        _check("pgd at least as strong as fgsm", at_eps <= fgsm + tolerance,
+        _check("pgd at least as strong as fgsm", at_eps <= fgsm + tolerance + SLACK,
                f"at eps {pgd['eps']:.4g}: PGD {at_eps:.3f}, FGSM {fgsm:.3f}",
                {"eps": pgd["eps"], "pgd": at_eps, "fgsm": fgsm}),
-        _check("attack has converged", abs(longer - at_eps) <= tolerance,
+        _check("attack has converged", abs(longer - at_eps) <= tolerance + SLACK,
                f"PGD {pgd['max_iter']} iterations {at_eps:.3f}, {2 * pgd['max_iter']} iterations {longer:.3f} "
                f"(should differ by <= {tolerance})",
                {"iterations": [pgd["max_iter"], 2 * pgd["max_iter"]], "accuracy": [at_eps, longer]}),

@@ -328,6 +328,23 @@ def test_sanity_checks_flag_an_attack_stopped_before_it_converged(classifier):
     assert not converged["passed"] and not report["passed"] and more < fewer - 0.02, converged
 
 
+def test_sanity_checks_pass_a_difference_of_exactly_the_tolerance(classifier):
+    """Accuracies are k / n floats: PGD 0.64 at 100 iterations and 0.62 at 200 (2 images of 100) are within 0.02."""
+    images, labels = blobs(2)
+    pgd_accuracy = {(0.075, 100): 0.96, (0.15, 100): 0.93, (0.3, 100): 0.64, (0.6, 100): 0.0, (1.0, 100): 0.0,
+                    (0.3, 200): 0.62}
+
+    def measure(attack, threat, overrides):  # the recorded rows of a real BPDA run, so only the verdicts are tested
+        if attack == "fgsm":
+            return {"accuracy_defended": 0.83}
+        return {"accuracy_defended": pgd_accuracy[round(overrides["eps"], 3), overrides["max_iter"]]}
+
+    report = sanity_checks(classifier, no_defense(), images, labels, dataset="mnist", measure=measure,
+                           settings={"pgd": {"max_iter": 100, "eps_step": 0.03}})
+    assert report["passed"], report["checks"]
+    assert abs(0.64 - 0.62) > 0.02  # the float arithmetic the slack is for
+
+
 def test_sanity_checks_flag_a_gradient_masking_defense(classifier, tmp_path):
     images, labels = blobs(2)
     results = evaluate(classifier, masking_defense(), images, labels, dataset="mnist", attacks="pgd",

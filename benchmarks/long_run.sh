@@ -5,7 +5,8 @@
 #                                                    thread, in the background; a run saved in zoo/training/ is
 #                                                    restored first when this machine has none
 #   bash benchmarks/long_run.sh curve MODEL          score the run's new snapshots at multiples of $EVERY steps
-#                                                    (default 2,000; about 15 min of one core each here)
+#                                                    (default 2,000; about 15 min of one core each here) into
+#                                                    $CURVE (default benchmarks/results/training_curves/mnist-MODEL.csv)
 #   bash benchmarks/long_run.sh save MODEL           copy the run's training state and last generator into
 #                                                    zoo/training/mnist-MODEL/, so a fresh machine continues it
 #
@@ -44,7 +45,7 @@ case $action in
     ;;
   curve)
     OMP_NUM_THREADS=1 python benchmarks/training_curve.py score "$run" --classifier zoo/mnist-a/classifier.pt \
-      --data-root "$data" --every "${EVERY:-2000}" --out "benchmarks/results/training_curves/mnist-$model.csv"
+      --data-root "$data" --every "${EVERY:-2000}" --out "${CURVE:-benchmarks/results/training_curves/mnist-$model.csv}"
     ;;
   save)
     mkdir -p "$saved"

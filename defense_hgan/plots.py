@@ -22,7 +22,7 @@ def figure5(rows: list[dict], L: int = 100, R: int = 10, title: str | None = Non
     where it is one number). A fixed value missing from the grid is replaced by
     the nearest one swept, and the panel's title says which.
     """
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True, layout="constrained")
+    fig, axes = plt.subplots(1, 2, figsize=(14, 4), sharey=True, layout="constrained")
     R = _nearest([row["R"] for row in rows], R)
     L = _nearest([row["L"] for row in rows], L)
     for ax, (x, fixed, value) in zip(axes, (("L", "R", R), ("R", "L", L))):
@@ -41,7 +41,7 @@ def figure5(rows: list[dict], L: int = 100, R: int = 10, title: str | None = Non
         ax.set_xticks(sorted({row[x] for row in rows}), [str(v) for v in sorted({row[x] for row in rows})])
         ax.minorticks_off()
     axes[0].set_ylabel("accuracy")
-    axes[1].legend(fontsize="small", loc="best")
+    fig.legend(*axes[1].get_legend_handles_labels(), fontsize="small", loc="outside right center")  # off the lines
     fig.suptitle(title or _describe(rows))
     return fig
 

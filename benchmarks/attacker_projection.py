@@ -122,8 +122,6 @@ def table(rows: list[dict], args) -> list[str]:
                            "inside cold's CI", "robust only here / only cold"], lines)
 
 
-
-
 def _ratio(row: dict, reference: dict) -> str:
     return f"{float(row['cpu_seconds']) / max(float(reference['cpu_seconds']), 0.1):.2f}"
 

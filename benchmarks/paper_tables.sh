@@ -30,12 +30,11 @@ common=("$classifier" "${GENERATOR:-zoo/$dataset-$model/generator.pt}" --dataset
 case $threat in
   oblivious) python -m defense_hgan evaluate "${common[@]}" --attacks fgsm,pgd,cw --n "$oblivious_n" ;;
   bpda)
+    bpda=("${common[@]}" --n 100 --attacker-L 50 --attacker-R 2 --sanity)
     case ${BPDA:-paper} in
-      paper) python -m defense_hgan evaluate "${common[@]}" --attacks fgsm,pgd,cw --n 100 --attacker-L 50 \
-               --attacker-R 2 --settings "{cw: {max_iter: 20}}" --sanity ;;
-      converged) python -m defense_hgan evaluate "${common[@]}" --n 100 --attacker-L 50 --attacker-R 2 \
-                   --attacker-warm-L 10 --attacks fgsm,pgd,apgd-ce,apgd-dlr,cw \
-                   --settings "{pgd: {max_iter: 100, eps_step: 0.03}, cw: {max_iter: 20}}" --sanity ;;
+      paper) python -m defense_hgan evaluate "${bpda[@]}" --attacks fgsm,pgd,cw --settings "{cw: {max_iter: 20}}" ;;
+      converged) python -m defense_hgan evaluate "${bpda[@]}" --attacker-warm-L 10 \
+                   --attacks fgsm,pgd,apgd-ce,apgd-dlr,cw --settings "{pgd: {max_iter: 100, eps_step: 0.03}, cw: {max_iter: 20}}" ;;
       *) echo "BPDA must be paper or converged, got $BPDA" >&2; exit 2 ;;
     esac ;;
   *) echo "THREAT must be oblivious or bpda, got $threat" >&2; exit 2 ;;

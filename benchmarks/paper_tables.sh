@@ -13,7 +13,8 @@
 # and with twice the iterations, on the same images). Results go to
 # benchmarks/results/paper_tables/DATASET-MODEL/THREAT/; rerun the same command to resume an interrupted run. Then
 # `python benchmarks/defense_table.py` writes the tables. CHUNK=50 halves the images attacked and saved at a time
-# (default 100), for runs whose chunk would outlast a session (WGAN-GP BPDA: CW, 40 min per 50 images).
+# (default 100), for runs whose chunk would outlast a session (WGAN-GP BPDA: CW, 40 min per 50 images). OUT=DIR
+# writes there instead, for runs that are not table rows (benchmarks/bpda_cost.py's comparison of settings).
 # BPDA=converged (issue 25) adds APGD-CE and APGD-DLR, warm-starts the attacker's projection (10 steps from each
 # image's previous latent) and runs PGD 100 iterations at step 0.03 (eps / 10), so that twice the iterations leave
 # the accuracy within 0.02: about an hour for the 10,000-step frozen-teacher HGAN at one thread.
@@ -26,7 +27,7 @@ case $dataset in
 esac
 common=("$classifier" "${GENERATOR:-zoo/$dataset-$model/generator.pt}" --dataset "$dataset" --threat "$threat"
         --L 200 --R 10 --seed 0 --device "${DEVICE:-auto}" --data-root "${DATA_ROOT:-data}"
-        --out "benchmarks/results/paper_tables/$dataset-$model/$threat" --chunk "${CHUNK:-100}")
+        --out "${OUT:-benchmarks/results/paper_tables/$dataset-$model/$threat}" --chunk "${CHUNK:-100}")
 case $threat in
   oblivious) python -m defense_hgan evaluate "${common[@]}" --attacks fgsm,pgd,cw --n "$oblivious_n" ;;
   bpda)

@@ -7,6 +7,8 @@ accuracy of its classifier on the clean images and on oblivious FGSM images
   paper      Defense-GAN's projection (L=200, R=10, seed 0) in front of --classifier
   prior=W    the same with ``prior_weight=W``: W * ||z||^2 / latent_dim joins each latent's loss
   L=K        K projection steps instead of 200
+  tol=T      the same with ``tolerance=T``: each pixel may differ by up to T at no cost (T = the attack's
+             eps tells the projection the threat model: x + delta then fits no worse than its clean digit)
   rec=N      Defense-GAN-Rec, cheaply: --classifier fine-tuned for 2 epochs (Adam 3e-4) on N random
              training images and their reconstructions by a short projection (L=50, R=2), then the
              paper's projection in front of it
@@ -49,7 +51,7 @@ def rec_classifier(classifier, generator, n: int, args):
     return tuned.eval()
 
 
-VARIANTS = ("paper", "prior", "L", "rec")
+VARIANTS = ("paper", "prior", "L", "tol", "rec")
 
 
 def variant_row(name: str, generator, classifier, images, labels, args) -> list:
@@ -60,6 +62,8 @@ def variant_row(name: str, generator, classifier, images, labels, args) -> list:
         options["prior_weight"] = float(value)
     elif kind == "L":
         options["L"] = int(value)
+    elif kind == "tol":
+        options["tolerance"] = float(value)
     elif kind == "rec":
         classifier = rec_classifier(classifier, generator, int(value), args)
     adversarial = craft(classifier, None, images, labels, attack="fgsm", threat="oblivious", dataset=args.dataset)
@@ -78,7 +82,7 @@ def run(args) -> str:
     names = args.variants.split(",")
     unknown = [name for name in names if name.partition("=")[0] not in VARIANTS]
     if unknown:  # before any work: a typo must not cost the variants before it
-        raise SystemExit(f"unknown variants {unknown}; expected paper, prior=W, L=K or rec=N")
+        raise SystemExit(f"unknown variants {unknown}; expected paper, prior=W, L=K, tol=T or rec=N")
     rows = []
     for name in names:
         rows.append(variant_row(name, generator, classifier, images, labels, args))

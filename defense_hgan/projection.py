@@ -67,6 +67,7 @@ def project(
     schedule: str = "step",
     early_stop: float | None = None,
     prior_weight: float = 0.0,
+    tolerance: float = 0.0,
     prune: float | None = None,
     bf16: bool = False,
     channels_last: bool = False,
@@ -85,6 +86,10 @@ def project(
     ``prior_weight=w`` adds w * ||z||^2 / latent_dim to each latent's loss (a
     MAP projection under z ~ N(0, I) that keeps z near the prior, a lever
     against fitting an attack); 0, Defense-GAN's, leaves the plain MSE.
+    ``tolerance=t`` lets each pixel differ by up to t at no cost (the loss is
+    the mean of max(|G(z) - x| - t, 0)^2, which also picks the best restart):
+    a projection told the attack's L-inf budget, so that x + delta and the
+    clean digit it came from fit equally well; ``error`` stays the plain MSE.
     ``prune=f`` (a fraction of L in (0, 1)) halves each image's restarts,
     keeping those with the lowest error at that step (ceil(k/2) of k), after
     step ceil(f L) and again at every doubling of that step (2fL, 4fL, ...)
@@ -108,8 +113,9 @@ def project(
     if max_batch is None:
         max_batch = DEFAULT_MAX_BATCH["cpu" if x.device.type == "cpu" else "gpu"]
     lr = _check_options(L, R, optimizer, lr, schedule, early_stop, max_batch)
-    if not (math.isfinite(prior_weight) and prior_weight >= 0):
-        raise ValueError(f"prior_weight must be a finite number >= 0, got {prior_weight!r}")
+    for name, value in (("prior_weight", prior_weight), ("tolerance", tolerance)):
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     rungs = {} if prune is None else halving_rungs(prune, L, R)
     # A clone outside inference mode, so descent works even when the caller is in torch.inference_mode().
     with torch.inference_mode(False):
@@ -123,7 +129,7 @@ def project(
         run = torch.compile(generator) if compile else generator
         chunks = [
             _descend(run, target[i : i + images_per_chunk], z0[i : i + images_per_chunk],
-                     L, optimizer, lr, schedule, early_stop, prior_weight, rungs, bf16, bar)
+                     L, optimizer, lr, schedule, early_stop, prior_weight, tolerance, rungs, bf16, bar)
             for i in starts
         ]
     bar.close()
@@ -213,7 +219,8 @@ def _check_options(L, R, optimizer, lr, schedule, early_stop, max_batch) -> floa
     return lr
 
 
-def _descend(generator, target, z0, L, optimizer, lr, schedule, early_stop, prior_weight, rungs, bf16, bar):
+def _descend(generator, target, z0, L, optimizer, lr, schedule, early_stop, prior_weight, tolerance, rungs, bf16,
+             bar):
     """Descend one chunk's B x R latents together; return its best restarts (images, z, error, steps).
 
     ``rungs`` ({step: restarts kept}) prunes each image's restarts after those steps.
@@ -227,7 +234,7 @@ def _descend(generator, target, z0, L, optimizer, lr, schedule, early_stop, prio
     for step in range(1, L + 1):
         with autocast(z.device, bf16):
             recon = generator(z)
-        error = restart_mse(recon.float(), target, r)  # (B, r)
+        error = restart_mse(recon.float(), target, r, tolerance)  # (B, r)
         loss = error.sum() + prior_weight * z.square().sum() / d if prior_weight else error.sum()
         (z.grad,) = torch.autograd.grad(loss, z)
         opt.step()
@@ -244,10 +251,9 @@ def _descend(generator, target, z0, L, optimizer, lr, schedule, early_stop, prio
     with torch.no_grad():  # the final latents, scored in fp32 whatever ran the steps
         z = z.detach()
         recon = generator(z).float()
-        error = restart_mse(recon, target, r)
-        best = error.argmin(1)  # (B,)
+        best = restart_mse(recon, target, r, tolerance).argmin(1)  # (B,)
         pick = torch.arange(b, device=z.device) * r + best
-    return recon[pick], z[pick], error.gather(1, best[:, None])[:, 0], step
+    return recon[pick], z[pick], restart_mse(recon[pick], target, 1)[:, 0], step
 
 
 def _keep_best(opt: torch.optim.Optimizer, z: torch.Tensor, error: torch.Tensor, keep: int) -> torch.Tensor:
@@ -270,9 +276,15 @@ def best_restarts(error: torch.Tensor, keep: int) -> torch.Tensor:
     return error.sort(dim=1, stable=True).indices[:, :keep].sort(1).values
 
 
-def restart_mse(recon: torch.Tensor, target: torch.Tensor, r: int) -> torch.Tensor:
-    """Per-image, per-restart MSE (B, R) of recon (B*R, C, H, W) against target (B, C, H, W)."""
-    return (recon.view(len(target), r, *target.shape[1:]) - target[:, None]).square().mean((2, 3, 4))
+def restart_mse(recon: torch.Tensor, target: torch.Tensor, r: int, tolerance: float = 0.0) -> torch.Tensor:
+    """Per-image, per-restart MSE (B, R) of recon (B*R, C, H, W) against target (B, C, H, W).
+
+    Each pixel's difference beyond ``tolerance`` counts (``project``'s tolerance; 0 is the plain MSE).
+    """
+    difference = recon.view(len(target), r, *target.shape[1:]) - target[:, None]
+    if tolerance:
+        difference = (difference.abs() - tolerance).clamp(min=0)
+    return difference.square().mean((2, 3, 4))
 
 
 def _lr_factor(schedule: str, L: int):

@@ -185,6 +185,7 @@ def test_bad_images_are_refused_with_what_was_expected(generator, x, error, word
     ({"early_stop": -0.1}, "tolerance"),
     ({"prior_weight": -1.0}, "prior_weight must be a finite number >= 0"),
     ({"prior_weight": float("nan")}, "prior_weight must be a finite number >= 0"),
+    ({"tolerance": -0.1}, "tolerance must be a finite number >= 0"),
     ({"prune": 0}, r"prune must be None \(off\) or a fraction of L in \(0, 1\).*got 0$"),
     ({"prune": 1.0}, r"fraction of L in \(0, 1\).*got 1.0$"),
     ({"prune": -0.1}, r"fraction of L in \(0, 1\).*got -0.1$"),
@@ -206,6 +207,19 @@ def test_a_prior_weight_keeps_latents_nearer_the_prior_at_some_cost_in_error(gen
     assert held.z.norm(dim=1).mean() < plain.z.norm(dim=1).mean()
     assert held.error.mean() >= plain.error.mean()
     assert torch.equal(project(generator, noise(8), L=40, R=2, seed=0, prior_weight=0.0).z, plain.z)
+
+
+def test_a_tolerance_lets_an_image_within_it_fit_as_well_as_its_source(generator):
+    images, z = generated(generator)
+    shift = torch.full_like(images, 0.1) * torch.where(images < 0.5, 1.0, -1.0)  # each pixel moved 0.1, inside [0, 1]
+    z0 = z[:, None].repeat(1, 2, 1)  # every restart starts at the source image's latent
+    tolerant = project(generator, images + shift, L=20, R=2, z0=z0, tolerance=0.1)
+    plain = project(generator, images + shift, L=20, R=2, z0=z0)
+    assert torch.allclose(tolerant.z, z)  # no pixel differs by more than 0.1: a zero loss, so no step moves z
+    assert not torch.allclose(plain.z, z, atol=1e-3)  # the plain MSE pulls the latent toward the shift
+    assert torch.allclose(tolerant.error, (tolerant.images - images - shift).square().mean((1, 2, 3)))  # plain MSE
+    assert torch.equal(project(generator, noise(8), L=20, R=2, seed=0, tolerance=0.0).z,
+                       project(generator, noise(8), L=20, R=2, seed=0).z)
 
 
 def starts(n, r, seed=3):

@@ -1,6 +1,7 @@
 """Shared fixtures: tiny synthetic data roots in the layouts the library reads, and the real data root."""
 from __future__ import annotations
 
+import importlib
 import os
 import struct
 import subprocess
@@ -10,6 +11,14 @@ import pytest
 import torch
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture
+def benchmark(monkeypatch):
+    """Import a script of benchmarks/ by name (``benchmark("bpda_cost")``), as it imports its neighbours."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    return importlib.import_module
 
 
 def write_idx(path: Path, array: torch.Tensor) -> None:

@@ -1,19 +1,13 @@
 """benchmarks/adversarial_fit.py's grid of the defense's mistakes."""
-from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
 
 @pytest.fixture
-def adversarial_fit(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    import adversarial_fit
-
-    return adversarial_fit
+def adversarial_fit(benchmark):
+    return benchmark("adversarial_fit")
 
 
 def test_the_grid_has_a_row_per_mistake_and_names_its_labels(adversarial_fit, tmp_path):

@@ -4,15 +4,10 @@ from pathlib import Path
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
 
 @pytest.fixture
-def bpda_cost(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    import bpda_cost
-
-    return bpda_cost
+def bpda_cost(benchmark):
+    return benchmark("bpda_cost")
 
 
 def row(attack: str, correct: int, seconds: float, **settings) -> dict:

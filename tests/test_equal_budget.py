@@ -3,15 +3,10 @@ from pathlib import Path
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
 
 @pytest.fixture
-def equal_budget(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    import equal_budget
-
-    return equal_budget
+def equal_budget(benchmark):
+    return benchmark("equal_budget")
 
 
 def curve(path: Path, model: str, steps_and_fgsm: list[tuple[int, float]], n: int = 100) -> Path:

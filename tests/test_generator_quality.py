@@ -1,13 +1,9 @@
 """benchmarks/generator_quality.py: the training budget it reports for a final generator and for a snapshot."""
 import json
-from pathlib import Path
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-def test_a_snapshot_takes_its_steps_from_its_name_not_from_the_runs_metrics(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    from generator_quality import training_budget
+def test_a_snapshot_takes_its_steps_from_its_name_not_from_the_runs_metrics(tmp_path, benchmark):
+    training_budget = benchmark("generator_quality").training_budget
 
     metrics = {"steps": 10_000, "seconds": 5212.7, "config": {"batch_size": 64}}
     (tmp_path / "metrics.json").write_text(json.dumps(metrics))

@@ -1,19 +1,12 @@
 """benchmarks/generator_step.py's option rows and benchmarks/generator_profile.py's phases, on tiny batches."""
-from pathlib import Path
 
 import pytest
 import torch
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
 
 @pytest.fixture
-def benchmarks(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    import generator_profile
-    import generator_step
-
-    return generator_step, generator_profile
+def benchmarks(benchmark):
+    return benchmark("generator_step"), benchmark("generator_profile")
 
 
 def test_option_rows_are_named_and_compared_with_their_models_row(benchmarks, tmp_path):

@@ -1,18 +1,12 @@
 """benchmarks/gpu_throughput.py's code paths on the CPU (its numbers need a GPU; these check the table it writes)."""
-from pathlib import Path
 
 import pytest
 import torch
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
 
 @pytest.fixture
-def gpu_throughput(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    import gpu_throughput
-
-    return gpu_throughput
+def gpu_throughput(benchmark):
+    return benchmark("gpu_throughput")
 
 
 def test_a_smoke_run_writes_a_table_naming_the_device_and_torch(gpu_throughput, tmp_path):

@@ -21,7 +21,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-
 from torchvision.utils import save_image
 
 from defense_hgan import load_classifier, load_dataset, project

@@ -20,8 +20,7 @@ from pathlib import Path
 
 import torch
 
-from defense_hgan.report import read_results, strongest
-from defense_hgan.scoring import interval_text
+from defense_hgan.report import accuracy_text, failed_checks, read_results, strongest
 from measure import machine, markdown_table, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,22 +58,19 @@ def described(results: dict) -> str:
 
 
 def verdict(results: dict) -> str:
-    sanity = results.get("sanity")
-    if not sanity:
+    if not results.get("sanity"):
         return "not run"
-    failed = [check["name"] for check in sanity["checks"] if not check["passed"]]
+    failed = failed_checks(results)
     return "all pass" if not failed else "FAIL: " + ", ".join(failed)
 
 
 def cell(row: dict | None) -> list[str]:
-    if row is None:
-        return ["-", "-"]
-    return [interval_text(row["accuracy_defended"], row["interval_defended"]), f"{row['seconds']:.0f}"]
+    return [accuracy_text(row), "-" if row is None else f"{row['seconds']:.0f}"]
 
 
 def strongest_attack(results: dict) -> str:
     row = strongest(results["rows"], "bpda")
-    return f"{row['attack']} {interval_text(row['accuracy_defended'], row['interval_defended'])}" if row else "-"
+    return f"{row['attack']} {accuracy_text(row)}" if row else "-"
 
 
 def report(old: dict, new: dict, names: tuple[str, str], where: str, argv: list[str]) -> str:

@@ -24,8 +24,7 @@ import re
 from pathlib import Path
 from typing import NamedTuple
 
-from defense_hgan.report import strongest
-from defense_hgan.scoring import interval_text
+from defense_hgan.report import accuracy_text, failed_checks, strongest
 from measure import markdown_table, write_report
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -99,8 +98,8 @@ def _cells(rows: list[dict], threat: str, columns: list[str], which: str = "defe
     """One table row's cells: each column's accuracy under ``threat`` (and no attack), then the strongest attack's."""
     by_attack = {row["attack"]: row for row in rows if row["threat"] in ("none", threat)}
     worst = strongest(rows, threat, which)
-    named = f"{_accuracy(worst, which)} {COLUMNS.get(worst['attack'], worst['attack'])}" if worst else "-"
-    return [_accuracy(by_attack.get(attack), which) for attack in columns] + [named]
+    named = f"{accuracy_text(worst, which)} {COLUMNS.get(worst['attack'], worst['attack'])}" if worst else "-"
+    return [accuracy_text(by_attack.get(attack), which) for attack in columns] + [named]
 
 
 def _ours(dataset: str, runs: list[Run]) -> list[Run]:
@@ -128,16 +127,9 @@ def _name(model: str) -> str:
     return NAMES[base] if base else f"Defense-{model.upper()}"
 
 
-def _accuracy(row: dict | None, which: str = "defended") -> str:
-    """'0.990 [0.977, 0.996]': a row's accuracy with its interval, or '-' for a row not run (yet)."""
-    if row is None:
-        return "-"
-    return interval_text(row[f"accuracy_{which}"], row[f"interval_{which}"])
-
-
 def _our_row(run: Run, columns: list[str]) -> list:
     label = (f"{_name(run.model)} (ours, {run.model})" + (" **incomplete**" if run.results.get("pending") else "")
-             + (" **sanity checks failed**" if _failed_checks(run.results) else "")
+             + (" **sanity checks failed**" if failed_checks(run.results) else "")
              + _airplanes_only(run.results))
     return [label, run.threat, run.results["subset"]["n"]] + _cells(run.results["rows"], run.threat, columns)
 
@@ -180,16 +172,10 @@ def _sanity(results: dict) -> str:
     sanity = results.get("sanity")
     if not sanity:
         return ""
-    failed = _failed_checks(results)
+    failed = failed_checks(results)
     verdict = "all passed" if not failed else "**FAILED**: " + ", ".join(failed)
     details = "; ".join(check["detail"] for check in sanity["checks"])
     return f" Sanity checks (Carlini et al. 2019; {sanity['attack']} under {sanity['threat']}): {verdict} ({details})."
-
-
-def _failed_checks(results: dict) -> list[str]:
-    """The names of the sanity checks a run failed; none where they passed or did not run."""
-    sanity = results.get("sanity")
-    return [check["name"] for check in sanity["checks"] if not check["passed"]] if sanity else []
 
 
 def main(argv=None) -> None:

@@ -23,7 +23,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from defense_hgan.scoring import difference_interval, proportion_text
+from defense_hgan.scoring import difference_interval, difference_text, proportion_text
 from measure import markdown_table, write_report
 from training_curve import SETTINGS, read_rows
 
@@ -50,8 +50,8 @@ def cells(row_a: dict, row_b: dict) -> list[str]:
     for which in SETS:
         n_a, n_b = int(row_a["n"]), int(row_b["n"])
         k_a, k_b = correct(row_a, which), correct(row_b, which)
-        low, high = difference_interval(k_a, n_a, k_b, n_b)
-        out += [accuracy_cell(k_a, n_a), accuracy_cell(k_b, n_b), f"{k_a / n_a - k_b / n_b:+.2f} [{low:+.2f}, {high:+.2f}]"]
+        out += [accuracy_cell(k_a, n_a), accuracy_cell(k_b, n_b),
+                difference_text(k_a / n_a - k_b / n_b, difference_interval(k_a, n_a, k_b, n_b), digits=2)]
     return out
 
 

@@ -36,7 +36,7 @@ from defense_hgan import load_classifier, load_dataset, load_generator, project
 from defense_hgan.atomic import atomic_write
 from defense_hgan.checkpoints import file_sha256
 from defense_hgan.evaluation import craft
-from defense_hgan.scoring import difference_interval, interval_text, wilson_interval
+from defense_hgan.scoring import difference_interval, difference_text, interval_text, wilson_interval
 from defense_hgan.projection import check_prune, halving_rungs
 from measure import machine, markdown_table, timed, write_report
 
@@ -149,9 +149,9 @@ def summarize(chunks: list[dict], labels: torch.Tensor, names: tuple[str, ...], 
 
 
 def table_row(images: str, variant: str, row: dict) -> list:
-    low, high = row["difference_interval"]
     return [images, variant, row["n"], f"{row['accuracy_full']:.3f}", f"{row['accuracy_variant']:.3f}",
-            f"{row['difference']:+.3f} [{low:+.3f}, {high:+.3f}]", interval_text(row["agreement"], row["interval"]), f"{row['same_latent']:.3f}",
+            difference_text(row["difference"], row["difference_interval"]),
+            interval_text(row["agreement"], row["interval"]), f"{row['same_latent']:.3f}",
             f"{row['mse_full']:.5f} / {row['mse_variant']:.5f}", f"{row['seconds_full']:.1f}",
             f"{row['seconds_variant']:.1f}", f"**{row['time_ratio']:.2f}x**", f"{row['work_ratio']:.2f}x"]
 
@@ -194,7 +194,8 @@ def report(chunks: list[dict], labels: torch.Tensor, settings: dict, argv: list[
         f"All run side by side on each chunk. "
         f"Made by `{shlex.join(['python', 'benchmarks/restart_pruning.py', *argv])}`.\n",
         *markdown_table(["images", "variant", "n", "defended accuracy, full", "defended accuracy, variant",
-                         "variant - full (Newcombe 95%)", "prediction agrees with full (95% Wilson)", "same latent as full", "mean MSE full / variant",
+                         "variant - full (Newcombe 95%)", "prediction agrees with full (95% Wilson)",
+                         "same latent as full", "mean MSE full / variant",
                          "seconds full", "seconds variant", "time ratio full / variant", "latent-steps ratio"],
                         [table_row(title, variant, row) for (title, variant), row in rows.items()]),
         *verdicts, "",

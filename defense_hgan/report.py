@@ -264,13 +264,13 @@ def results_markdown(results: dict) -> str:
                   "rerun the same command to resume.", ""]
     sanity = results.get("sanity")
     if sanity and not sanity["passed"]:
-        failed = ", ".join(c["name"] for c in sanity["checks"] if not c["passed"])
+        failed = ", ".join(failed_checks(results))
         lines += [f"> **Sanity checks FAILED** ({failed}): the attacks may be failing (gradient masking?), "
                   "so the defended accuracies are upper bounds, not evidence of robustness.", ""]
     lines += ["| attack | threat | undefended | defended | settings | seconds |", "|---|---|---|---|---|---|"]
     for row in results["rows"]:
-        lines.append(f"| {row['attack']} | {row['threat']} | {_accuracy(row, 'undefended')} | "
-                     f"{_accuracy(row, 'defended')} | {_attack_settings(row['settings'])} | {row['seconds']} |")
+        lines.append(f"| {row['attack']} | {row['threat']} | {accuracy_text(row, 'undefended')} | "
+                     f"{accuracy_text(row)} | {_attack_settings(row['settings'])} | {row['seconds']} |")
     lines += ["", *strongest_lines(results["rows"]),
               "Settings abbreviated (iters: iterations, inits: random starts, c0: initial constant, "
               "eot: samples per gradient); results.json has them all."]
@@ -291,7 +291,7 @@ def strongest_lines(rows: list[dict]) -> list[str]:
     """'Strongest attack (lowest defended accuracy) under bpda: autoattack 0.060 [0.028, 0.125]; ...' and a blank
     line, or nothing when no attack ran."""
     threats = list(dict.fromkeys(row["threat"] for row in rows if row["attack"] != "none"))
-    named = [f"{threat}: **{row['attack']}** {_accuracy(row, 'defended')}"
+    named = [f"{threat}: **{row['attack']}** {accuracy_text(row)}"
              for threat in threats if (row := strongest(rows, threat))]
     return [f"Strongest attack run (lowest defended accuracy) under {'; '.join(named)}.", ""] if named else []
 
@@ -329,8 +329,17 @@ def _defense(results: dict) -> str:
     return text
 
 
-def _accuracy(row: dict, which: str) -> str:
+def accuracy_text(row: dict | None, which: str = "defended") -> str:
+    """'0.990 [0.977, 0.996]': a row's accuracy with its interval, or '-' for a row not run (yet)."""
+    if row is None:
+        return "-"
     return interval_text(row[f"accuracy_{which}"], row[f"interval_{which}"])
+
+
+def failed_checks(results: dict) -> list[str]:
+    """The names of the sanity checks a run failed; none where they passed or did not run."""
+    sanity = results.get("sanity")
+    return [check["name"] for check in sanity["checks"] if not check["passed"]] if sanity else []
 
 
 def _attack_settings(settings: dict) -> str:

@@ -90,6 +90,12 @@ def interval_text(value: float, interval, digits: int = 3) -> str:
     return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
+def difference_text(difference: float, interval, digits: int = 3) -> str:
+    """'+0.012 [-0.024, +0.048]': how every table here writes a signed difference and its interval."""
+    low, high = interval
+    return f"{difference:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
+
+
 def proportion_text(correct: int, n: int, digits: int = 3) -> str:
     """correct / n with its Wilson interval, as interval_text writes it."""
     return interval_text(correct / n, wilson_interval(correct, n), digits)

@@ -14,7 +14,8 @@
 # benchmarks/results/paper_tables/DATASET-MODEL/THREAT/; rerun the same command to resume an interrupted run. Then
 # `python benchmarks/defense_table.py` writes the tables. CHUNK=50 halves the images attacked and saved at a time
 # (default 100), for runs whose chunk would outlast a session (WGAN-GP BPDA: CW, 40 min per 50 images). OUT=DIR
-# writes there instead, for runs that are not table rows (benchmarks/bpda_cost.py's comparison of settings).
+# writes there instead, and N=COUNT attacks the first COUNT images instead of 500/200/100, for runs that are not table
+# rows (benchmarks/bpda_cost.py's comparison of settings).
 # BPDA=converged (issue 25) adds APGD-CE and APGD-DLR, warm-starts the attacker's projection (10 steps from each
 # image's previous latent) and runs PGD 100 iterations at step 0.03 (eps / 10), so that twice the iterations leave
 # the accuracy within 0.02: about an hour for the 10,000-step frozen-teacher HGAN at one thread.
@@ -29,9 +30,9 @@ common=("$classifier" "${GENERATOR:-zoo/$dataset-$model/generator.pt}" --dataset
         --L 200 --R 10 --seed 0 --device "${DEVICE:-auto}" --data-root "${DATA_ROOT:-data}"
         --out "${OUT:-benchmarks/results/paper_tables/$dataset-$model/$threat}" --chunk "${CHUNK:-100}")
 case $threat in
-  oblivious) python -m defense_hgan evaluate "${common[@]}" --attacks fgsm,pgd,cw --n "$oblivious_n" ;;
+  oblivious) python -m defense_hgan evaluate "${common[@]}" --attacks fgsm,pgd,cw --n "${N:-$oblivious_n}" ;;
   bpda)
-    bpda=("${common[@]}" --n 100 --attacker-L 50 --attacker-R 2 --sanity)
+    bpda=("${common[@]}" --n "${N:-100}" --attacker-L 50 --attacker-R 2 --sanity)
     case ${BPDA:-paper} in
       paper) python -m defense_hgan evaluate "${bpda[@]}" --attacks fgsm,pgd,cw --settings "{cw: {max_iter: 20}}" ;;
       converged) python -m defense_hgan evaluate "${bpda[@]}" --attacker-warm-L 10 \

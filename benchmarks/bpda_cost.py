@@ -78,8 +78,12 @@ def report(old: dict, new: dict, names: tuple[str, str], where: str, argv: list[
     by_attack = [{row["attack"]: row for row in results["rows"]} for results in (old, new)]
     rows = [[attack, *cell(by_attack[0].get(attack)), *cell(by_attack[1].get(attack))] for attack in attacks]
     totals = [results["seconds"] for results in (old, new)]  # results["seconds"] counts the sanity checks too
+    both_ran = set(by_attack[0]) & set(by_attack[1])
+    shared = [total - sum(row["seconds"] for attack, row in rows_by.items() if attack not in both_ran)
+              for total, rows_by in zip(totals, by_attack)]
     rows += [["**whole row** (attacks, no-attack row, sanity checks)", "", f"**{totals[0]:.0f}**",
               "", f"**{totals[1]:.0f}**"],
+             ["whole row without the attacks only one of them ran", "", f"{shared[0]:.0f}", "", f"{shared[1]:.0f}"],
              ["strongest attack", strongest_attack(old), "", strongest_attack(new), ""],
              ["sanity checks", verdict(old), "", verdict(new), ""]]
     unfinished = [name for name, results in zip(names, (old, new)) if not finished(results)]
@@ -94,7 +98,9 @@ def report(old: dict, new: dict, names: tuple[str, str], where: str, argv: list[
         f"- {names[1]}: {described(new)}\n",
         *markdown_table(["attack under BPDA", f"{names[0]}: defended", "seconds", f"{names[1]}: defended",
                          "seconds"], rows),
-        f"Time, paper-era row / converged row: **{totals[0] / totals[1]:.2f}x**.",
+        f"Time, paper-era row / converged row: **{totals[0] / totals[1]:.2f}x**; on what both ran (the no-attack "
+        f"row, {', '.join(attack for attack in attacks if attack in both_ran - {'none'})}, the sanity checks): "
+        f"{shared[0] / shared[1]:.2f}x.",
         *([f"\n**Unfinished:** {', '.join(unfinished)}; the numbers cover what has run."] if unfinished else []),
         "",
     ])

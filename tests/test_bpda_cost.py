@@ -38,6 +38,8 @@ def test_reports_each_attack_the_whole_row_and_the_ratio(bpda_cost, tmp_path):
     assert "| pgd | 0.400 [0.000, 1.000] | 100 | 0.200 [0.000, 1.000] | 40 |" in text
     assert "| apgd-ce | - | - | 0.300 [0.000, 1.000] | 30 |" in text
     assert "| **400** |" in text and "| **100** |" in text and "**4.00x**" in text
+    assert "| whole row without the attacks only one of them ran |  | 350 |  | 70 |" in text
+    assert "on what both ran (the no-attack row, pgd, the sanity checks): 5.00x" in text
     assert "| strongest attack | pgd 0.400 [0.000, 1.000] |  | pgd 0.200 [0.000, 1.000] |  |" in text
     assert "| sanity checks | FAIL: attack has converged |  | all pass |  |" in text
     assert "cold at every iteration" in text and "then 10 warm steps per iteration" in text

@@ -32,7 +32,10 @@ RESULTS = Path(__file__).resolve().parent / "results"
 COLUMNS = {"none": "no attack", "fgsm": "FGSM", "pgd": "PGD", "cw": "CW-L2", "apgd-ce": "APGD-CE",
            "apgd-dlr": "APGD-DLR", "square": "Square", "autoattack": "AutoAttack"}
 ALWAYS = ("none", "fgsm", "pgd", "cw")
-NAMES = {"wgan-gp": "Defense-GAN", "hgan": "Defense-HGAN"}  # the papers' names; others: Defense-MODEL
+# The papers' names, and ours for the models they did not evaluate as defenses; a variant is named after its
+# model (s-argan-10k: Defense-S-ARGAN).
+NAMES = {"wgan-gp": "Defense-GAN", "hgan": "Defense-HGAN", "autogan": "Defense-AutoGAN", "dcgan": "Defense-DCGAN",
+         "s-argan": "Defense-S-ARGAN", "c-argan": "Defense-C-ARGAN", "pargan": "Defense-PARGAN"}
 # HGAN paper (Tables 8 and 9, L = 200, R = 10): the "no attack" column, then FGSM eps 0.3, PGD, CW-L2.
 # The paper gives no subset size, threat model beyond Defense-GAN's white-box setting, or PGD / CW settings.
 PAPER = {

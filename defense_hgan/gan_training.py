@@ -48,11 +48,11 @@ from tqdm.auto import tqdm
 
 from defense_hgan import frozen_teacher
 from defense_hgan.checkpoints import load_checkpoint, save_checkpoint
-from defense_hgan.data import load_dataset
+from defense_hgan.data import dataset_info, load_dataset
 from defense_hgan.devices import autocast, seed_everything
 from defense_hgan.distributed import World, derived_seed, session
 from defense_hgan.generator_io import save_generator
-from defense_hgan.generators import Training, build_training
+from defense_hgan.generators import Training, algorithm, build_training
 from defense_hgan.locking import output_lock
 
 STATE_KIND = "generator-training"
@@ -181,6 +181,9 @@ def _train(config: GanConfig, world: World) -> dict:
 
 
 def _check(config: GanConfig) -> None:
+    """Refuse a bad config before anything is read or written (a misspelt model is not a missing dataset)."""
+    algorithm(config.model)
+    dataset_info(config.dataset)
     for name in ("steps", "batch_size", "sample_every", "checkpoint_every"):
         if int(getattr(config, name)) < 1:
             raise ValueError(f"{name} must be a positive integer, got {getattr(config, name)!r}")

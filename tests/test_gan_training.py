@@ -187,3 +187,14 @@ def test_snapshots_keep_the_generator_at_every_interval_and_survive_a_resume(mni
     assert sorted(p.name for p in (out / "snapshots").iterdir()) == ["step_000002.pt", "step_000004.pt"]
     final, last = load_generator(out / "generator.pt"), load_generator(out / "snapshots" / "step_000004.pt")
     assert all(torch.equal(a, b) for a, b in zip(final.state_dict().values(), last.state_dict().values()))
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--model", "stylegan"], "error: unknown generator model 'stylegan'"),
+    (["--dataset", "svhn"], "error: unknown dataset 'svhn'"),
+])
+def test_a_misspelt_name_is_named_before_any_data_is_looked_for(flags, message, monkeypatch, tmp_path):
+    with pytest.raises(SystemExit) as exit_:
+        _cli(monkeypatch, *flags, "--data-root", tmp_path / "no-data", "--out", tmp_path / "run")
+    assert str(exit_.value.code).startswith(message)
+    assert not (tmp_path / "run").exists()

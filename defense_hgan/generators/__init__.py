@@ -64,7 +64,8 @@ class Training:
     step: Callable  # (networks, optimizers, next_batch) -> {loss name: scalar tensor}
 
 
-def _algorithm(model: str) -> Algorithm:
+def algorithm(model: str) -> Algorithm:
+    """The training algorithm of a model name; an unknown name is a ValueError that lists the known ones."""
     if model not in ALGORITHMS:
         raise ValueError(f"unknown generator model {model!r}; expected one of {', '.join(GENERATOR_MODELS)}")
     return ALGORITHMS[model]
@@ -72,7 +73,7 @@ def _algorithm(model: str) -> Algorithm:
 
 def build_generator(model: str, dataset: str, **options) -> nn.Module:
     """A fresh generator of ``model`` for ``dataset``; options: latent_dim, width."""
-    generator_class = _algorithm(model).generator
+    generator_class = algorithm(model).generator
     try:
         return generator_class(dataset_info(dataset).image_shape, **options)
     except TypeError as err:
@@ -96,36 +97,36 @@ def build_training(
     ``teacher_batches(n)``, for hgan and autogan, replaces the trained teacher by a frozen one's
     precomputed images (``defense_hgan.frozen_teacher``): no teacher network is built or updated.
     """
-    algorithm = _algorithm(model)
+    chosen = algorithm(model)
     image_shape = dataset_info(dataset).image_shape
     networks = {
         "generator": build_generator(model, dataset, **(generator_options or {})),
-        "discriminator": algorithm.discriminator(image_shape),
+        "discriminator": chosen.discriminator(image_shape),
     }
     if teacher_batches is not None:
         if model not in TEACHER_MODELS:
             raise ValueError(f"a frozen teacher applies to {' and '.join(TEACHER_MODELS)} only, not {model}")
         step = partial(hgan.frozen_teacher_step, next_teacher_batch=teacher_batches, real_data=model == "hgan")
-        return Training(networks, _optimizers(networks, algorithm, device), step)
+        return Training(networks, _optimizers(networks, chosen, device), step)
     if model in TEACHER_MODELS:
         teacher_loss = teacher_loss or "nll"
         networks["teacher"] = _teacher(image_shape, teacher_options or {}, teacher_loss)
     elif teacher_options or teacher_loss:
         given = sorted(teacher_options or {}) + (["teacher_loss"] if teacher_loss else [])
         raise ValueError(f"teacher options {given} apply to hgan and autogan only, not {model}")
-    optimizers = _optimizers(networks, algorithm, device)
+    optimizers = _optimizers(networks, chosen, device)
     if model not in TEACHER_MODELS:
-        return Training(networks, optimizers, algorithm.train_step)
+        return Training(networks, optimizers, chosen.train_step)
     optimizers["teacher"] = torch.optim.Adam(networks["teacher"].parameters(), lr=hgan.TEACHER_LR,
                                              betas=hgan.TEACHER_BETAS)
-    return Training(networks, optimizers, partial(algorithm.train_step, teacher_loss=teacher_loss))
+    return Training(networks, optimizers, partial(chosen.train_step, teacher_loss=teacher_loss))
 
 
-def _optimizers(networks: dict[str, nn.Module], algorithm: Algorithm, device) -> dict[str, torch.optim.Optimizer]:
+def _optimizers(networks: dict[str, nn.Module], chosen: Algorithm, device) -> dict[str, torch.optim.Optimizer]:
     """Move every network to ``device``; Adam with the algorithm's settings for G and D."""
     for net in networks.values():
         net.to(device)
-    return {name: torch.optim.Adam(networks[name].parameters(), lr=algorithm.lr, betas=algorithm.betas)
+    return {name: torch.optim.Adam(networks[name].parameters(), lr=chosen.lr, betas=chosen.betas)
             for name in ("generator", "discriminator")}
 
 

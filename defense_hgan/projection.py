@@ -157,10 +157,13 @@ def check_images(generator: nn.Module, x) -> None:
                          f"got shape {tuple(x.shape)}, expected {expected}")
     if len(x) == 0:
         raise ValueError(f"got an empty batch of shape {tuple(x.shape)}; expected at least one image")
+    bad = (~torch.isfinite(x)).sum().item()
+    if bad:
+        raise ValueError(f"images hold {bad} NaN or infinite values; expected {expected}")
     low, high = x.min().item(), x.max().item()
-    if not (low >= 0.0 and high <= 1.0):  # also catches NaN
-        raise ValueError(f"images must be in [0, 1], got values in [{low:.4g}, {high:.4g}]; "
-                         f"divide 0-255 images by 255")
+    if not (low >= 0.0 and high <= 1.0):
+        hint = "; divide 0-255 images by 255" if high > 1.0 else ""
+        raise ValueError(f"images must be in [0, 1], got values in [{low:.4g}, {high:.4g}]{hint}")
 
 
 def _starts(latent_dim: int, n: int, R: int, device: torch.device, seed: int | None) -> torch.Tensor:

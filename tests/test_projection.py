@@ -165,9 +165,10 @@ def test_works_under_inference_mode(generator):
     (torch.zeros(2, 3, 8, 8), ValueError, "3 channels, the generator makes 1"),
     (torch.zeros(2, 8, 8, 1), ValueError, "permute"),
     (torch.zeros(2, 1, 28, 28), ValueError, "28x28, the generator makes 8x8"),
-    (torch.full((2, 1, 8, 8), 255.0), ValueError, r"\[0, 1\], got values in \[255, 255\]"),
-    (torch.full((2, 1, 8, 8), -0.5), ValueError, r"\[0, 1\]"),
-    (torch.full((2, 1, 8, 8), float("nan")), ValueError, r"\[0, 1\]"),
+    (torch.full((2, 1, 8, 8), 255.0), ValueError, r"\[0, 1\], got values in \[255, 255\]; divide 0-255"),
+    (torch.full((2, 1, 8, 8), -0.5), ValueError, r"\[0, 1\], got values in \[-0.5, -0.5\]$"),
+    (torch.full((2, 1, 8, 8), float("nan")), ValueError, r"hold 128 NaN or infinite values; expected \(N, 1, 8, 8\)"),
+    (torch.full((2, 1, 8, 8), float("inf")), ValueError, "hold 128 NaN or infinite"),
     (torch.zeros(0, 1, 8, 8), ValueError, "empty"),
 ])
 def test_bad_images_are_refused_with_what_was_expected(generator, x, error, words):

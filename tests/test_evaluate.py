@@ -539,7 +539,8 @@ def test_committed_results_still_read_and_render():
     root = Path(__file__).resolve().parents[1]
     for path in sorted(root.glob("benchmarks/results/paper_tables/*/*")):
         results = read_results(path)
-        assert results["rows"] and "test images" in results_markdown(results)
+        assert results["rows"] or results["pending"], path  # a run committed part way has pending rows instead
+        assert "test images" in results_markdown(results)
         for name, digest in results.get("sha256", {}).items():  # vouched for: the zoo file they were measured with
             assert file_sha256(root / results[name]) == digest, (path, name)
 

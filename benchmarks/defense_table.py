@@ -24,6 +24,7 @@ import re
 from pathlib import Path
 from typing import NamedTuple
 
+from defense_hgan.generators import GENERATOR_MODELS
 from defense_hgan.report import accuracy_text, failed_checks, strongest
 from measure import markdown_table, write_report
 
@@ -32,10 +33,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 COLUMNS = {"none": "no attack", "fgsm": "FGSM", "pgd": "PGD", "cw": "CW-L2", "apgd-ce": "APGD-CE",
            "apgd-dlr": "APGD-DLR", "square": "Square", "autoattack": "AutoAttack"}
 ALWAYS = ("none", "fgsm", "pgd", "cw")
-# The papers' names, and ours for the models they did not evaluate as defenses; a variant is named after its
-# model (s-argan-10k: Defense-S-ARGAN).
-NAMES = {"wgan-gp": "Defense-GAN", "hgan": "Defense-HGAN", "autogan": "Defense-AutoGAN", "dcgan": "Defense-DCGAN",
-         "s-argan": "Defense-S-ARGAN", "c-argan": "Defense-C-ARGAN", "pargan": "Defense-PARGAN"}
+NAMES = {"wgan-gp": "Defense-GAN", "hgan": "Defense-HGAN"}  # the papers' names; other models: Defense-MODEL
 # HGAN paper (Tables 8 and 9, L = 200, R = 10): the "no attack" column, then FGSM eps 0.3, PGD, CW-L2.
 # The paper gives no subset size, threat model beyond Defense-GAN's white-box setting, or PGD / CW settings.
 PAPER = {
@@ -125,9 +123,9 @@ def update_readme(readme: Path, tables: dict[str, list[str]]) -> None:
 
 
 def _name(model: str) -> str:
-    """The paper's name of a model, or of a variant named after it (hgan-frozen-10k: Defense-HGAN)."""
-    base = next((known for known in NAMES if model == known or model.startswith(known + "-")), None)
-    return NAMES[base] if base else f"Defense-{model.upper()}"
+    """A model's row name, also for a variant named after it (hgan-frozen-10k: Defense-HGAN)."""
+    base = next((known for known in GENERATOR_MODELS if model == known or model.startswith(known + "-")), model)
+    return NAMES.get(base, f"Defense-{base.upper()}")
 
 
 def _our_row(run: Run, columns: list[str]) -> list:

@@ -7,7 +7,8 @@
 #   bash benchmarks/long_run.sh curve MODEL          score the run's new snapshots at multiples of $EVERY steps
 #                                                    (default 2,000; about 15 min of one core each here) into
 #                                                    $CURVE (default benchmarks/results/training_curves/mnist-MODEL.csv)
-#   bash benchmarks/long_run.sh save MODEL           copy the run's training state and last generator into
+#   bash benchmarks/long_run.sh save MODEL           copy the run's training state, last generator and the
+#                                                    snapshots at multiples of $EVERY steps (its curve points) into
 #                                                    zoo/training/mnist-MODEL/, so a fresh machine continues it
 #
 # MODEL is a generator model, or hgan-frozen: HGAN with a pretrained, frozen teacher (--teacher-from), taken
@@ -34,6 +35,10 @@ case $action in
     if [ ! -f "$run/training_state.pt" ] && [ -f "$saved/training_state.pt" ]; then
       cp "$saved/training_state.pt" "$run/"
       if [ -f "$saved/teacher.pt" ]; then cp "$saved/teacher.pt" "$run/"; fi
+      mkdir -p "$run/snapshots"
+      for snapshot in "$saved"/step_*.pt; do
+        if [ -f "$snapshot" ] && [ ! -f "$run/snapshots/$(basename "$snapshot")" ]; then cp "$snapshot" "$run/snapshots/"; fi
+      done
       echo "restored $run from $saved"
     fi
     resume=()
@@ -51,6 +56,11 @@ case $action in
     mkdir -p "$saved"
     cp "$run/training_state.pt" "$run/generator.pt" "$saved/"
     if [ -f "$run/teacher.pt" ]; then cp "$run/teacher.pt" "$saved/"; fi
+    for snapshot in "$run"/snapshots/step_*.pt; do
+      name=$(basename "$snapshot")
+      step=${name#step_}; step=$((10#${step%.pt}))
+      if (( step % ${EVERY:-2000} == 0 )) && [ ! -f "$saved/$name" ]; then cp "$snapshot" "$saved/"; fi
+    done
     echo "saved $run -> $saved ($(du -sh "$saved" | cut -f1))"
     ;;
   *)

@@ -14,7 +14,7 @@
 # MODEL is a generator model, or hgan-frozen: HGAN with a pretrained, frozen teacher (--teacher-from), taken
 # when the run starts from the hgan run's latest training state (defense_hgan/frozen_teacher.py).
 #
-# RUNS defaults to ~/dh-runs; DATA (the data root) to data/ in the checkout.
+# RUNS defaults to ~/dh-runs; DATA (the data root) to data/ in the checkout; THREADS (torch threads of train) to 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 action=${1:?usage: long_run.sh train|curve|save MODEL [STEPS]}
@@ -43,7 +43,7 @@ case $action in
     fi
     resume=()
     [ -f "$run/training_state.pt" ] && resume=(--resume)
-    OMP_NUM_THREADS=1 nohup python -m defense_hgan train-generator "${variant[@]}" --dataset mnist \
+    OMP_NUM_THREADS=${THREADS:-1} nohup python -m defense_hgan train-generator "${variant[@]}" --dataset mnist \
       --steps "$steps" --batch-size "$batch" --sample-every 1000 --checkpoint-every 200 --snapshot-every 1000 \
       --seed 0 --device cpu --data-root "$data" --out "$run" "${resume[@]}" >> "$run.log" 2>&1 &
     echo "training $model in $run (log $run.log, pid $!)"

@@ -14,7 +14,8 @@
 # MODEL is a generator model, or hgan-frozen: HGAN with a pretrained, frozen teacher (--teacher-from), taken
 # when the run starts from the hgan run's latest training state (defense_hgan/frozen_teacher.py).
 #
-# RUNS defaults to ~/dh-runs; DATA (the data root) to data/ in the checkout; THREADS (torch threads of train) to 1.
+# RUNS defaults to ~/dh-runs; DATA (the data root) to data/ in the checkout; THREADS (torch threads of train
+# and curve) to 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 action=${1:?usage: long_run.sh train|curve|save MODEL [STEPS]}
@@ -49,7 +50,7 @@ case $action in
     echo "training $model in $run (log $run.log, pid $!)"
     ;;
   curve)
-    OMP_NUM_THREADS=1 python benchmarks/training_curve.py score "$run" --classifier zoo/mnist-a/classifier.pt \
+    OMP_NUM_THREADS=${THREADS:-1} python benchmarks/training_curve.py score "$run" --classifier zoo/mnist-a/classifier.pt \
       --data-root "$data" --every "${EVERY:-2000}" --out "${CURVE:-benchmarks/results/training_curves/mnist-$model.csv}"
     ;;
   save)

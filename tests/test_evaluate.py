@@ -537,7 +537,9 @@ def test_committed_results_still_read_and_render():
     from defense_hgan.report import results_markdown
 
     root = Path(__file__).resolve().parents[1]
-    for path in sorted(root.glob("benchmarks/results/paper_tables/*/*")):
+    committed = [*root.glob("benchmarks/results/paper_tables/*/*"), *root.glob("benchmarks/results/bpda_followups/*")]
+    assert committed
+    for path in sorted(committed):
         results = read_results(path)
         assert results["rows"] or results["pending"], path  # a run committed part way has pending rows instead
         assert "test images" in results_markdown(results)

@@ -231,6 +231,8 @@ def session(device: str | torch.device = "auto"):
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=launch.rank, world_size=launch.size)
     try:
         yield World(launch.rank, launch.size, launch.local_rank, device)
+        if made_here:
+            dist.barrier()  # leave together: a rank tearing gloo down while another still talks to it can abort
     finally:
         if made_here:
             dist.destroy_process_group()

@@ -58,6 +58,7 @@ case $action in
     cp "$run/training_state.pt" "$run/generator.pt" "$saved/"
     if [ -f "$run/teacher.pt" ]; then cp "$run/teacher.pt" "$saved/"; fi
     for snapshot in "$run"/snapshots/step_*.pt; do
+      [ -f "$snapshot" ] || continue  # no snapshots: the pattern itself
       name=$(basename "$snapshot")
       step=${name#step_}; step=$((10#${step%.pt}))
       if (( step % ${EVERY:-2000} == 0 )) && [ ! -f "$saved/$name" ]; then cp "$snapshot" "$saved/"; fi

@@ -27,11 +27,11 @@ def checkout(tmp_path):
     return repo, runs, env
 
 
-def run(repo: Path, env: dict, *args: str) -> str:
+def run(repo: Path, env: dict, *args: str, returncode: int = 0) -> subprocess.CompletedProcess:
     done = subprocess.run(["bash", "benchmarks/long_run.sh", *args], cwd=repo, env=env, capture_output=True,
                           text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
+    assert done.returncode == returncode, done.stderr
+    return done
 
 
 def write(path: Path, text: str) -> None:
@@ -62,12 +62,21 @@ def test_save_keeps_state_generator_and_the_curve_snapshots(checkout):
     assert (saved / "step_004000.pt").read_text() == "4000"
 
 
+def test_save_of_a_run_without_snapshots_keeps_state_and_generator(checkout):
+    repo, runs, env = checkout
+    write(runs / "mnist" / "hgan" / "training_state.pt", "state")
+    write(runs / "mnist" / "hgan" / "generator.pt", "generator")
+    run(repo, env, "save", "hgan")
+    saved = repo / "zoo" / "training" / "mnist-hgan"
+    assert sorted(path.name for path in saved.iterdir()) == ["generator.pt", "training_state.pt"]
+
+
 def test_train_on_a_new_machine_restores_state_and_snapshots_and_resumes(checkout):
     repo, runs, env = checkout
     saved = repo / "zoo" / "training" / "mnist-hgan"
     write(saved / "training_state.pt", "state")
     write(saved / "step_002000.pt", "2000")
-    out = run(repo, {**env, "THREADS": "2"}, "train", "hgan", "6000")
+    out = run(repo, {**env, "THREADS": "2"}, "train", "hgan", "6000").stdout
     assert "restored" in out
     run_dir = runs / "mnist" / "hgan"
     assert (run_dir / "training_state.pt").read_text() == "state"
@@ -81,7 +90,7 @@ def test_train_keeps_a_machine_s_own_run(checkout):
     repo, runs, env = checkout
     write(repo / "zoo" / "training" / "mnist-hgan" / "training_state.pt", "saved")
     write(runs / "mnist" / "hgan" / "training_state.pt", "newer")
-    out = run(repo, env, "train", "hgan")
+    out = run(repo, env, "train", "hgan").stdout
     assert "restored" not in out
     assert (runs / "mnist" / "hgan" / "training_state.pt").read_text() == "newer"
     assert wait_for(runs / "called").startswith("OMP_NUM_THREADS=1 ")
@@ -89,7 +98,4 @@ def test_train_keeps_a_machine_s_own_run(checkout):
 
 def test_unknown_action_says_what_is_expected(checkout):
     repo, _, env = checkout
-    done = subprocess.run(["bash", "benchmarks/long_run.sh", "resume", "hgan"], cwd=repo, env=env,
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode == 2
-    assert "expected train, curve or save" in done.stderr
+    assert "expected train, curve or save" in run(repo, env, "resume", "hgan", returncode=2).stderr

@@ -15,7 +15,8 @@
 # `python benchmarks/defense_table.py` writes the tables. CHUNK=50 halves the images attacked and saved at a time
 # (default 100), for runs whose chunk would outlast a session (WGAN-GP BPDA: CW, 40 min per 50 images). OUT=DIR
 # writes there instead, and N=COUNT attacks the first COUNT images instead of 500/200/100, for runs that are not table
-# rows (benchmarks/bpda_cost.py's comparison of settings).
+# rows (benchmarks/bpda_cost.py's comparison of settings). LAUNCH replaces `python` as the launcher, e.g.
+# LAUNCH="torchrun --standalone --nproc-per-node 2" with OMP_NUM_THREADS=1: the ranks share out the chunks, same numbers.
 # BPDA=converged (issue 25) adds APGD-CE and APGD-DLR, warm-starts the attacker's projection (10 steps from each
 # image's previous latent) and runs PGD 100 iterations at step 0.03 (eps / 10), so that twice the iterations leave
 # the accuracy within 0.02: about an hour for the 10,000-step frozen-teacher HGAN at one thread.
@@ -29,13 +30,15 @@ esac
 common=("$classifier" "${GENERATOR:-zoo/$dataset-$model/generator.pt}" --dataset "$dataset" --threat "$threat"
         --L 200 --R 10 --seed 0 --device "${DEVICE:-auto}" --data-root "${DATA_ROOT:-data}"
         --out "${OUT:-benchmarks/results/paper_tables/$dataset-$model/$threat}" --chunk "${CHUNK:-100}")
+read -ra launch <<< "${LAUNCH:-python}"
+evaluate=("${launch[@]}" -m defense_hgan evaluate)
 case $threat in
-  oblivious) python -m defense_hgan evaluate "${common[@]}" --attacks fgsm,pgd,cw --n "${N:-$oblivious_n}" ;;
+  oblivious) "${evaluate[@]}" "${common[@]}" --attacks fgsm,pgd,cw --n "${N:-$oblivious_n}" ;;
   bpda)
     bpda=("${common[@]}" --n "${N:-100}" --attacker-L 50 --attacker-R 2 --sanity)
     case ${BPDA:-paper} in
-      paper) python -m defense_hgan evaluate "${bpda[@]}" --attacks fgsm,pgd,cw --settings "{cw: {max_iter: 20}}" ;;
-      converged) python -m defense_hgan evaluate "${bpda[@]}" --attacker-warm-L 10 \
+      paper) "${evaluate[@]}" "${bpda[@]}" --attacks fgsm,pgd,cw --settings "{cw: {max_iter: 20}}" ;;
+      converged) "${evaluate[@]}" "${bpda[@]}" --attacker-warm-L 10 \
                    --attacks fgsm,pgd,apgd-ce,apgd-dlr,cw --settings "{pgd: {max_iter: 100, eps_step: 0.03}, cw: {max_iter: 20}}" ;;
       *) echo "BPDA must be paper or converged, got $BPDA" >&2; exit 2 ;;
     esac ;;

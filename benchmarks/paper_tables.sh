@@ -15,8 +15,9 @@
 # `python benchmarks/defense_table.py` writes the tables. CHUNK=50 halves the images attacked and saved at a time
 # (default 100), for runs whose chunk would outlast a session (WGAN-GP BPDA: CW, 40 min per 50 images). OUT=DIR
 # writes there instead, and N=COUNT attacks the first COUNT images instead of 500/200/100, for runs that are not table
-# rows (benchmarks/bpda_cost.py's comparison of settings). LAUNCH replaces `python` as the launcher, e.g.
-# LAUNCH="torchrun --standalone --nproc-per-node 2" with OMP_NUM_THREADS=1: the ranks share out the chunks, same numbers.
+# rows (benchmarks/bpda_cost.py's comparison of settings). LAUNCH (default `python -m`) runs the module, e.g.
+# LAUNCH="torchrun --standalone --nproc-per-node 2 -m --" with OMP_NUM_THREADS=1: the ranks share out the chunks, same
+# numbers (the `--` keeps torchrun from reading evaluate's flags as its own: --n is ambiguous to it).
 # BPDA=converged (issue 25) adds APGD-CE and APGD-DLR, warm-starts the attacker's projection (10 steps from each
 # image's previous latent) and runs PGD 100 iterations at step 0.03 (eps / 10), so that twice the iterations leave
 # the accuracy within 0.02: about an hour for the 10,000-step frozen-teacher HGAN at one thread.
@@ -30,8 +31,8 @@ esac
 common=("$classifier" "${GENERATOR:-zoo/$dataset-$model/generator.pt}" --dataset "$dataset" --threat "$threat"
         --L 200 --R 10 --seed 0 --device "${DEVICE:-auto}" --data-root "${DATA_ROOT:-data}"
         --out "${OUT:-benchmarks/results/paper_tables/$dataset-$model/$threat}" --chunk "${CHUNK:-100}")
-read -ra launch <<< "${LAUNCH:-python}"
-evaluate=("${launch[@]}" -m defense_hgan evaluate)
+read -ra launch <<< "${LAUNCH:-python -m}"
+evaluate=("${launch[@]}" defense_hgan evaluate)
 case $threat in
   oblivious) "${evaluate[@]}" "${common[@]}" --attacks fgsm,pgd,cw --n "${N:-$oblivious_n}" ;;
   bpda)

@@ -1,6 +1,6 @@
 """Data-parallel runs under ``torchrun``: who this process is, its device, and the few collectives the library uses.
 
-``torchrun --nproc-per-node N -m defense_hgan COMMAND ...`` starts N copies of
+``torchrun --nproc-per-node N -m -- defense_hgan COMMAND ...`` starts N copies of
 a command with RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT in
 their environment. ``session(device)`` reads them, joins the process group
 (NCCL on CUDA, gloo on CPU) and yields a ``World``: this process's rank, the

@@ -75,7 +75,7 @@ def _torchrun(*args):
 
 
 def _train_generator(*flags):
-    return _torchrun("-m", "defense_hgan", "train-generator", "--device", "cpu", "--batch-size", 4, *flags)
+    return _torchrun("-m", "--", "defense_hgan", "train-generator", "--device", "cpu", "--batch-size", 4, *flags)
 
 
 @pytest.mark.distributed
@@ -138,7 +138,7 @@ def test_a_refusal_on_rank_0_stops_every_rank(mnist_root, tmp_path):
 @pytest.mark.distributed
 def test_two_ranks_train_a_classifier_that_loads(mnist_root, tmp_path):
     out = tmp_path / "run"
-    result = _torchrun("-m", "defense_hgan", "train-classifier", "--arch", "d", "--epochs", 1, "--device", "cpu",
+    result = _torchrun("-m", "--", "defense_hgan", "train-classifier", "--arch", "d", "--epochs", 1, "--device", "cpu",
                        "--data-root", mnist_root, "--out", out)
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("test accuracy") == 1

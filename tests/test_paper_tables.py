@@ -37,9 +37,9 @@ def test_oblivious_row_is_one_python_evaluate_on_500_mnist_images(env):
 
 
 def test_launch_replaces_python_with_torchrun_and_its_arguments(env):
-    command = called(env, "mnist", "hgan-10k", "oblivious", LAUNCH="torchrun --standalone --nproc-per-node 2",
+    command = called(env, "mnist", "hgan-10k", "oblivious", LAUNCH="torchrun --standalone --nproc-per-node 2 -m --",
                      CHUNK="50")
-    assert command.startswith("torchrun --standalone --nproc-per-node 2 -m defense_hgan evaluate zoo/mnist-a/")
+    assert command.startswith("torchrun --standalone --nproc-per-node 2 -m -- defense_hgan evaluate zoo/mnist-a/")
     assert "--chunk 50" in command
 
 

@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
-# The long MNIST generator runs (issue 23), kept outside the work tree and carried between machines.
+# The long generator runs (issue 23), kept outside the work tree and carried between machines.
 #
-#   bash benchmarks/long_run.sh train MODEL [STEPS]  start or continue MODEL's run in $RUNS/mnist/MODEL, one torch
+#   bash benchmarks/long_run.sh train MODEL [STEPS]  start or continue MODEL's run in $RUNS/DATASET/MODEL, one torch
 #                                                    thread, in the background; a run saved in zoo/training/ is
 #                                                    restored first when this machine has none
 #   bash benchmarks/long_run.sh curve MODEL          score the run's new snapshots at multiples of $EVERY steps
 #                                                    (default 2,000; about 15 min of one core each here) into
-#                                                    $CURVE (default benchmarks/results/training_curves/mnist-MODEL.csv)
+#                                                    $CURVE (default benchmarks/results/training_curves/DATASET-MODEL.csv)
 #   bash benchmarks/long_run.sh save MODEL           copy the run's training state, last generator and the
 #                                                    snapshots at multiples of $EVERY steps (its curve points) into
-#                                                    zoo/training/mnist-MODEL/, so a fresh machine continues it
+#                                                    zoo/training/DATASET-MODEL/, so a fresh machine continues it
 #
 # MODEL is a generator model, or hgan-frozen: HGAN with a pretrained, frozen teacher (--teacher-from), taken
 # when the run starts from the hgan run's latest training state (defense_hgan/frozen_teacher.py).
 #
+# DATASET is mnist (default; curves with classifier zoo/mnist-a) or cifar10 (zoo/cifar10-fast; batch 64 for every
+# model, as the 600-step zoo/cifar10-* generators were trained, so a cifar10 run passes through them).
 # RUNS defaults to ~/dh-runs; DATA (the data root) to data/ in the checkout; THREADS (torch threads of train
 # and curve) to 1.
 set -euo pipefail
@@ -23,12 +25,19 @@ model=${2:?usage: long_run.sh train|curve|save MODEL [STEPS]}
 steps=${3:-100000}
 runs=${RUNS:-$HOME/dh-runs}
 data=${DATA:-$PWD/data}
-run=$runs/mnist/$model
-saved=zoo/training/mnist-$model
+dataset=${DATASET:-mnist}
+case $dataset in
+  mnist) classifier=zoo/mnist-a/classifier.pt ;;
+  cifar10) classifier=zoo/cifar10-fast/classifier.pt ;;
+  *) echo "DATASET must be mnist or cifar10, got $dataset" >&2; exit 2 ;;
+esac
+run=$runs/$dataset/$model
+saved=zoo/training/$dataset-$model
 batch=64
-[ "$model" = wgan-gp ] && batch=50  # Defense-GAN's reference configuration trains its WGAN-GP at batch 50
+# Defense-GAN's reference configuration trains its MNIST WGAN-GP at batch 50
+[ "$dataset" = mnist ] && [ "$model" = wgan-gp ] && batch=50
 variant=(--model "$model")
-[ "$model" = hgan-frozen ] && variant=(--model hgan --teacher-from "$runs/mnist/hgan/training_state.pt")
+[ "$model" = hgan-frozen ] && variant=(--model hgan --teacher-from "$runs/$dataset/hgan/training_state.pt")
 
 case $action in
   train)
@@ -44,14 +53,15 @@ case $action in
     fi
     resume=()
     [ -f "$run/training_state.pt" ] && resume=(--resume)
-    OMP_NUM_THREADS=${THREADS:-1} nohup python -m defense_hgan train-generator "${variant[@]}" --dataset mnist \
+    OMP_NUM_THREADS=${THREADS:-1} nohup python -m defense_hgan train-generator "${variant[@]}" --dataset "$dataset" \
       --steps "$steps" --batch-size "$batch" --sample-every 1000 --checkpoint-every 200 --snapshot-every 1000 \
       --seed 0 --device cpu --data-root "$data" --out "$run" "${resume[@]}" >> "$run.log" 2>&1 &
     echo "training $model in $run (log $run.log, pid $!)"
     ;;
   curve)
-    OMP_NUM_THREADS=${THREADS:-1} python benchmarks/training_curve.py score "$run" --classifier zoo/mnist-a/classifier.pt \
-      --data-root "$data" --every "${EVERY:-2000}" --out "${CURVE:-benchmarks/results/training_curves/mnist-$model.csv}"
+    OMP_NUM_THREADS=${THREADS:-1} python benchmarks/training_curve.py score "$run" --classifier "$classifier" \
+      --dataset "$dataset" --data-root "$data" --every "${EVERY:-2000}" \
+      --out "${CURVE:-benchmarks/results/training_curves/$dataset-$model.csv}"
     ;;
   save)
     mkdir -p "$saved"

@@ -99,3 +99,36 @@ def test_train_keeps_a_machine_s_own_run(checkout):
 def test_unknown_action_says_what_is_expected(checkout):
     repo, _, env = checkout
     assert "expected train, curve or save" in run(repo, env, "resume", "hgan", returncode=2).stderr
+
+
+def test_a_cifar10_run_has_its_own_folders_and_the_zoo_batch(checkout):
+    repo, runs, env = checkout
+    write(repo / "zoo" / "training" / "cifar10-wgan-gp" / "training_state.pt", "cifar state")
+    out = run(repo, {**env, "DATASET": "cifar10"}, "train", "wgan-gp", "2000").stdout
+    assert "restored" in out
+    assert (runs / "cifar10" / "wgan-gp" / "training_state.pt").read_text() == "cifar state"
+    called = wait_for(runs / "called")
+    assert "--dataset cifar10" in called and "--batch-size 64" in called  # MNIST's WGAN-GP alone trains at 50
+    assert f"--out {runs / 'cifar10' / 'wgan-gp'}" in called
+
+
+def test_mnist_wgan_gp_keeps_defense_gan_s_batch(checkout):
+    repo, runs, env = checkout
+    run(repo, env, "train", "wgan-gp")
+    called = wait_for(runs / "called")
+    assert "--dataset mnist" in called and "--batch-size 50" in called
+
+
+def test_a_cifar10_curve_scores_with_the_cifar10_classifier(checkout):
+    repo, runs, env = checkout
+    runs.mkdir()
+    run(repo, {**env, "DATASET": "cifar10"}, "curve", "hgan")
+    called = (runs / "called").read_text()
+    assert "--classifier zoo/cifar10-fast/classifier.pt --dataset cifar10" in called
+    assert called.rstrip().endswith("--out benchmarks/results/training_curves/cifar10-hgan.csv")
+
+
+def test_unknown_dataset_says_what_is_expected(checkout):
+    repo, _, env = checkout
+    error = run(repo, {**env, "DATASET": "svhn"}, "train", "hgan", returncode=2).stderr
+    assert "DATASET must be mnist or cifar10, got svhn" in error

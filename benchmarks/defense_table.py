@@ -80,7 +80,7 @@ def dataset_table(dataset: str, runs: list[Run]) -> list[str]:
     columns = [attack for attack in COLUMNS if attack in ALWAYS or attack in ran]
     largest = max(runs, key=lambda run: (run.threat == "oblivious", run.results["subset"]["n"])).results
     bare = [row for row in largest["rows"] if row["threat"] in ("none", "oblivious")]
-    rows = [[f"none (classifier `{largest['classifier']}`){_airplanes_only(largest)}", "-", largest["subset"]["n"]]
+    rows = [[f"none (classifier `{largest['classifier']}`)", "-", largest["subset"]["n"]]
             + _cells(bare, "oblivious", columns, "undefended")]
     ours = _ours(dataset, runs)
     for name, numbers in paper.items():
@@ -130,8 +130,7 @@ def _name(model: str) -> str:
 
 def _our_row(run: Run, columns: list[str]) -> list:
     label = (f"{_name(run.model)} (ours, {run.model})" + (" **incomplete**" if run.results.get("pending") else "")
-             + (" **sanity checks failed**" if failed_checks(run.results) else "")
-             + _airplanes_only(run.results))
+             + (" **sanity checks failed**" if failed_checks(run.results) else ""))
     return [label, run.threat, run.results["subset"]["n"]] + _cells(run.results["rows"], run.threat, columns)
 
 
@@ -144,9 +143,6 @@ def _note(run: Run) -> str:
     if attacker and "attacker_warm_L" in d:
         attacker += f" warm-started ({d['attacker_warm_L']} steps from each image's previous latent)"
     pending = f" Still to run: {', '.join(results['pending'])}." if results.get("pending") else ""
-    if _airplanes_only(results):
-        pending += (" Measured before CIFAR-10 was read class-interleaved: its test images are all airplanes,"
-                    " so the row describes one class; it is re-measured with the trained generators.")
     return (f"- {_name(run.model)} (ours, {run.model}), {run.threat}: generator `{results.get('generator')}`, "
             f"L={d['L']}, R={d['R']}, seed {results['seed']}{attacker}, {results['seconds'] / 60:.0f} min "
             f"of compute{'; ' + described if described else ''}.{_sanity(results)}{pending} "
@@ -158,14 +154,6 @@ def _described(settings: dict) -> str:
     return ", ".join(f"{k} ({_described(v)})" if isinstance(v, dict) else f"{k} {v:.4g}" if isinstance(v, float)
                      else f"{k} {v}" for k, v in settings.items()
                      if k not in ("batch_size", "verbose", "attacker_L", "attacker_R", "attacker_warm_L"))
-
-
-def _airplanes_only(results: dict) -> str:
-    """' **airplanes only**' for a CIFAR-10 run from before the class-interleaved order (it recorded no label
-    counts), whose first 1,000 test images were all airplanes; '' otherwise."""
-    subset = results["subset"]
-    old = results.get("dataset") == "cifar10" and "label_counts" not in subset and subset["n"] <= 1000
-    return " **airplanes only**" if old else ""
 
 
 def _sanity(results: dict) -> str:

@@ -26,11 +26,7 @@ steps=${3:-100000}
 runs=${RUNS:-$HOME/dh-runs}
 data=${DATA:-$PWD/data}
 dataset=${DATASET:-mnist}
-case $dataset in
-  mnist) classifier=zoo/mnist-a/classifier.pt ;;
-  cifar10) classifier=zoo/cifar10-fast/classifier.pt ;;
-  *) echo "DATASET must be mnist or cifar10, got $dataset" >&2; exit 2 ;;
-esac
+source benchmarks/dataset_classifier.sh "$dataset"
 run=$runs/$dataset/$model
 saved=zoo/training/$dataset-$model
 batch=64

@@ -23,11 +23,10 @@
 # the accuracy within 0.02: about an hour for the 10,000-step frozen-teacher HGAN at one thread.
 set -euo pipefail
 dataset=$1 model=$2 threat=$3
-case $dataset in
-  mnist) classifier=zoo/mnist-a/classifier.pt oblivious_n=500 ;;
-  cifar10) classifier=zoo/cifar10-fast/classifier.pt oblivious_n=200 ;;
-  *) echo "DATASET must be mnist or cifar10, got $dataset" >&2; exit 2 ;;
-esac
+source "$(dirname "${BASH_SOURCE[0]}")/dataset_classifier.sh" "$dataset"
+# Table 8 uses 500 MNIST test images; Table 9 200 CIFAR-10 ones (the projection costs more there)
+oblivious_n=500
+[ "$dataset" = cifar10 ] && oblivious_n=200
 common=("$classifier" "${GENERATOR:-zoo/$dataset-$model/generator.pt}" --dataset "$dataset" --threat "$threat"
         --L 200 --R 10 --seed 0 --device "${DEVICE:-auto}" --data-root "${DATA_ROOT:-data}"
         --out "${OUT:-benchmarks/results/paper_tables/$dataset-$model/$threat}" --chunk "${CHUNK:-100}")

@@ -15,10 +15,12 @@ pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="long_run.s
 
 @pytest.fixture
 def checkout(tmp_path):
-    """A checkout holding only the script, a runs folder, and a `python` on PATH that records how it was called."""
+    """A checkout holding only the script and what it sources, a runs folder, and a `python` on PATH that records how
+    it was called."""
     repo, runs, bin_dir = tmp_path / "repo", tmp_path / "runs", tmp_path / "bin"
     (repo / "benchmarks").mkdir(parents=True)
-    shutil.copy(SCRIPT, repo / "benchmarks" / "long_run.sh")
+    for script in ("long_run.sh", "dataset_classifier.sh"):
+        shutil.copy(SCRIPT.parent / script, repo / "benchmarks" / script)
     bin_dir.mkdir()
     recorder = bin_dir / "python"
     recorder.write_text('#!/bin/bash\necho "OMP_NUM_THREADS=$OMP_NUM_THREADS $*" > "$RUNS/called"\n')

@@ -146,6 +146,16 @@ def plot(args) -> None:
         write_report(curve_tables(args.csvs, args.out), args.table)
 
 
+def machines_text(rows: list[dict]) -> str:
+    """Each machine the snapshots were scored on, with its steps: a run's rows may come from several."""
+    steps_by_machine: dict[str, list[str]] = {}
+    for row in rows:
+        steps_by_machine.setdefault(row["machine"], []).append(str(row["step"]))
+    if len(steps_by_machine) == 1:
+        return f"machine: {rows[0]['machine']}"
+    return "machines: " + "; ".join(f"{name} (steps {', '.join(steps)})" for name, steps in steps_by_machine.items())
+
+
 def curve_tables(csvs: list[Path], figure: Path) -> str:
     """The CSVs as markdown tables, one per run, with what every row shares."""
     lines = ["# Training curves\n", f"Made by `benchmarks/training_curve.py` (figure: `{figure}`).\n"]
@@ -155,7 +165,7 @@ def curve_tables(csvs: list[Path], figure: Path) -> str:
         lines += [f"## {csv_path.stem}\n",
                   f"{first['model']} on {first['dataset']}; the first {first['n']} test images, L={first['L']}, "
                   f"R={first['R']}, seed {first['seed']}, oblivious {first['attack'].upper()}; mode KL and "
-                  f"classifier FD on {first['n_samples']} samples; machine: {first['machine']}. From `{csv_path}`.\n",
+                  f"classifier FD on {first['n_samples']} samples; {machines_text(rows)}. From `{csv_path}`.\n",
                   *markdown_table(["step", *RESULTS_COLUMNS],
                                   [[row["step"], *(row[column] for column in RESULTS_COLUMNS)] for row in rows])]
     return "\n".join(lines)

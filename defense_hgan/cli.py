@@ -200,6 +200,7 @@ def evaluate(
     download: bool = False,
     seed: int = 0,
     device: str = "auto",
+    adversarial_cache: str | None = None,
 ):
     """Attack a classifier bare and behind Defense-GAN; writes OUT/results.json and OUT/results.md.
 
@@ -239,6 +240,8 @@ def evaluate(
         download: let torchvision download a missing dataset.
         seed: seed for the attacks' and the defense's random starts.
         device: auto (CUDA when present), cpu or cuda.
+        adversarial_cache: a folder: keep the oblivious attacks' adversarial images there and reuse them, so an
+            evaluation of another generator (same classifier, n, chunk, attacks, settings and seed) skips crafting.
     """
     from fractions import Fraction
 
@@ -271,6 +274,7 @@ def evaluate(
             attacks=attacks, threats=threat, settings=settings, eot_samples=int(eot_samples), seed=int(seed),
             test_set_size=total, sanity=bool(sanity), chunk=int(chunk), out=out,
             sources={"classifier": str(classifier), "generator": str(generator)}, test_set_labels=labels,
+            adversarial_cache=adversarial_cache,
         )
     if not world.is_main:  # rank 0 alone reports
         return None

@@ -61,6 +61,7 @@ from torch import nn
 from attacks import ATTACKS
 from attacks.threats import (THREATS, ExpectedDefended, check_names, check_threat, craft, make_attack,
                              threat_estimator)
+from defense_hgan.adversarial_cache import AdversarialCache
 from defense_hgan.checkpoints import check_trained_on, file_sha256
 from defense_hgan.defense import Defense, accuracy, correct, gan_defense, positive_int
 from defense_hgan.distributed import World, is_main_process, session
@@ -80,7 +81,8 @@ def evaluate(classifier: nn.Module, defense: Defense, images: torch.Tensor, labe
              dataset: str, attacks=("fgsm", "pgd", "cw"), threats=("oblivious", "bpda"),
              settings: dict | None = None, eot_samples: int = 5, seed: int = 0, test_set_size: int | None = None,
              sanity: bool = False, chunk: int = 100, progress: bool = True, out: str | os.PathLike | None = None,
-             sources: dict | None = None, test_set_labels: torch.Tensor | None = None) -> dict:
+             sources: dict | None = None, test_set_labels: torch.Tensor | None = None,
+             adversarial_cache: str | os.PathLike | None = None) -> dict:
     """Every attack under every threat model, plus the no-attack row; as ``report.write_results`` writes them.
 
     ``attacks`` are of ``attacks.ATTACKS`` (by default the papers' three);
@@ -93,6 +95,10 @@ def evaluate(classifier: nn.Module, defense: Defense, images: torch.Tensor, labe
     a subset far from the class balance of ``test_set_labels`` (the whole test
     set's labels, when given) is warned about. A classifier and a defense's
     generator trained on another dataset than ``dataset`` are refused.
+    With ``adversarial_cache`` (a folder), the oblivious rows' adversarial
+    images are kept there, chunk by chunk, and read back by any evaluation of
+    the same classifier, images, attack, settings and seed, whatever its
+    defense (``adversarial_cache.AdversarialCache``).
 
     With ``out``, OUT is locked for the run (``locking.output_lock``), the
     results are written there after every chunk and resumed from there:
@@ -158,8 +164,9 @@ def evaluate(classifier: nn.Module, defense: Defense, images: torch.Tensor, labe
             print(f"{out}: resuming, {len(store.done)} rows there, {len(todo)} to run"
                   + (", then the sanity checks" if sanity and store.results["sanity"] is None else ""))
         classifier.eval()
+        cache = None if adversarial_cache is None else AdversarialCache(adversarial_cache)
         row_of = partial(attack_row, classifier, defense, dataset=dataset, eot_samples=eot_samples, seed=seed,
-                         progress=progress)
+                         progress=progress, cache=cache)
         in_chunks = partial(_in_chunks, store, world, images, labels, chunk)
         bar = tqdm(total=store.chunks_left(len(range(0, len(labels), chunk))), desc="evaluate", unit="chunk",
                    disable=not progress)

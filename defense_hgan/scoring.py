@@ -16,6 +16,7 @@ from torch import nn
 
 from attacks import attack_settings
 from attacks.threats import make_attack
+from defense_hgan.adversarial_cache import AdversarialCache
 from defense_hgan.defense import Defense, correct
 from defense_hgan.devices import seed_everything
 
@@ -26,17 +27,27 @@ ATTACKER = ("attacker_L", "attacker_R", "attacker_warm_L")  # what a row records
 
 def attack_row(classifier: nn.Module, defense: Defense, images: torch.Tensor, labels: torch.Tensor, *,
                attack: str, threat: str, dataset: str, settings: dict | None = None, eot_samples: int = 5,
-               seed: int = 0, progress: bool = False) -> dict:
+               seed: int = 0, progress: bool = False, cache: AdversarialCache | None = None) -> dict:
     """One result row: craft adversarial images under ``threat``, score them bare and defended.
 
-    ``attack="none"`` scores the clean images (the "no attack" row).
+    ``attack="none"`` scores the clean images (the "no attack" row). With ``cache``, oblivious adversarial
+    images are read from it when there and kept in it when crafted.
     """
     start = time.perf_counter()
     seed_everything(seed)
     used = row_settings(attack, threat, dataset, settings, eot_samples, defense)
-    adversarial = images if attack == "none" else make_attack(
-        attack, threat, classifier, defense, dataset=dataset, settings=settings, eot_samples=eot_samples,
-        progress=progress)(images, labels)
+
+    def crafted() -> torch.Tensor:
+        return make_attack(attack, threat, classifier, defense, dataset=dataset, settings=settings,
+                           eot_samples=eot_samples, progress=progress)(images, labels)
+
+    if attack == "none":
+        adversarial = images
+    elif cache is not None and threat == "oblivious":
+        adversarial = cache.oblivious(classifier, images, labels, crafted, dataset=dataset, attack=attack,
+                                      settings=used, seed=seed)
+    else:
+        adversarial = crafted()
     hits = {"undefended": int(correct(classifier, adversarial, labels).sum()),
             "defended": int(correct(classifier, adversarial, labels, defense.purify).sum())}
     row = {"attack": attack, "threat": threat, "settings": used, "seed": seed}

@@ -36,6 +36,11 @@ def test_oblivious_row_is_one_python_evaluate_on_500_mnist_images(env):
     assert "--out benchmarks/results/paper_tables/mnist-hgan-10k/oblivious --chunk 100" in command
 
 
+def test_adversarial_cache_is_passed_to_oblivious_rows(env):
+    command = called(env, "cifar10", "wgan-gp-4k", "oblivious", ADVERSARIAL_CACHE="cache/cifar10")
+    assert "--chunk 100 --adversarial-cache cache/cifar10 --attacks fgsm,pgd,cw --n 200" in command
+
+
 def test_launch_replaces_python_with_torchrun_and_its_arguments(env):
     command = called(env, "mnist", "hgan-10k", "oblivious", LAUNCH="torchrun --standalone --nproc-per-node 2 -m --",
                      CHUNK="50")

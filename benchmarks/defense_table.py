@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from defense_hgan.generators import GENERATOR_MODELS
-from defense_hgan.report import accuracy_text, failed_checks, strongest
+from defense_hgan.report import accuracy_text, cached_text, failed_checks, strongest
 from measure import markdown_table, write_report
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -143,6 +143,8 @@ def _note(run: Run) -> str:
     if attacker and "attacker_warm_L" in d:
         attacker += f" warm-started ({d['attacker_warm_L']} steps from each image's previous latent)"
     pending = f" Still to run: {', '.join(results['pending'])}." if results.get("pending") else ""
+    cached = cached_text(results["rows"])
+    pending += f" Adversarial images read from the cache (time excludes crafting them): {cached}." if cached else ""
     return (f"- {_name(run.model)} (ours, {run.model}), {run.threat}: generator `{results.get('generator')}`, "
             f"L={d['L']}, R={d['R']}, seed {results['seed']}{attacker}, {results['seconds'] / 60:.0f} min "
             f"of compute{'; ' + described if described else ''}.{_sanity(results)}{pending} "

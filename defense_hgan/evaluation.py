@@ -96,9 +96,11 @@ def evaluate(classifier: nn.Module, defense: Defense, images: torch.Tensor, labe
     set's labels, when given) is warned about. A classifier and a defense's
     generator trained on another dataset than ``dataset`` are refused.
     With ``adversarial_cache`` (a folder), the oblivious rows' adversarial
-    images are kept there, chunk by chunk, and read back by any evaluation of
-    the same classifier, images, attack, settings and seed, whatever its
-    defense (``adversarial_cache.AdversarialCache``).
+    images (all but AutoAttack's, which its defense judges) are kept there,
+    chunk by chunk, and read back by any evaluation of the same classifier,
+    images, attack, settings and seed, whatever its defense
+    (``adversarial_cache.AdversarialCache``); a row so made records its
+    ``cached_images``.
 
     With ``out``, OUT is locked for the run (``locking.output_lock``), the
     results are written there after every chunk and resumed from there:

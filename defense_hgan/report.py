@@ -274,11 +274,21 @@ def results_markdown(results: dict) -> str:
     lines += ["", *strongest_lines(results["rows"]),
               "Settings abbreviated (iters: iterations, inits: random starts, c0: initial constant, "
               "eot: samples per gradient); results.json has them all."]
+    cached = cached_text(results["rows"])
+    if cached:
+        lines += ["", f"Adversarial images read from the adversarial cache, not crafted: {cached}; those rows' "
+                      "seconds are the scoring's alone."]
     if sanity:
         lines += ["", f"## Sanity checks (Carlini et al. 2019): {sanity['attack']} under {sanity['threat']}", "",
                   f"Tolerance {sanity['tolerance']}, near zero <= {sanity['near_zero']}.", ""]
         lines += [f"- {'PASS' if c['passed'] else '**FAIL**'} {c['name']}: {c['detail']}" for c in sanity["checks"]]
     return "\n".join(lines) + "\n"
+
+
+def cached_text(rows: list[dict]) -> str:
+    """'fgsm/oblivious (200 of 200 images), ...' for the rows whose adversarial images came from the cache."""
+    return ", ".join(f"{row['attack']}/{row['threat']} ({row['cached_images']} of {row['n']} images)"
+                     for row in rows if row.get("cached_images"))
 
 
 def strongest(rows: list[dict], threat: str, which: str = "defended") -> dict | None:

@@ -1,7 +1,9 @@
 """Result rows: a classifier's accuracy, bare and defended, on one attack's images, with Wilson intervals.
 
 A row is ``{attack, threat, settings, seed, n, correct_*, accuracy_*,
-interval_*, seconds}`` for ``*`` in undefended, defended. ``attack_row``
+interval_*, seconds}`` for ``*`` in undefended, defended, with
+``cached_images`` when some of its adversarial images were read from an
+``adversarial_cache.AdversarialCache``. ``attack_row``
 crafts and scores one; ``merge_rows`` adds up rows measured on disjoint
 chunks of the same images. Every row reseeds, so a row does not depend on
 which rows ran before it.
@@ -10,13 +12,14 @@ from __future__ import annotations
 
 import math
 import time
+from functools import partial
 
 import torch
 from torch import nn
 
 from attacks import attack_settings
-from attacks.threats import make_attack
-from defense_hgan.adversarial_cache import AdversarialCache
+from attacks.threats import craft
+from defense_hgan.adversarial_cache import AdversarialCache, cacheable
 from defense_hgan.defense import Defense, correct
 from defense_hgan.devices import seed_everything
 
@@ -37,20 +40,21 @@ def attack_row(classifier: nn.Module, defense: Defense, images: torch.Tensor, la
     seed_everything(seed)
     used = row_settings(attack, threat, dataset, settings, eot_samples, defense)
 
-    def crafted() -> torch.Tensor:
-        return make_attack(attack, threat, classifier, defense, dataset=dataset, settings=settings,
-                           eot_samples=eot_samples, progress=progress)(images, labels)
-
+    crafted = partial(craft, classifier, defense, images, labels, attack=attack, threat=threat, dataset=dataset,
+                      settings=settings, eot_samples=eot_samples, progress=progress)
+    from_cache = False
     if attack == "none":
         adversarial = images
-    elif cache is not None and threat == "oblivious":
-        adversarial = cache.oblivious(classifier, images, labels, crafted, dataset=dataset, attack=attack,
-                                      settings=used, seed=seed)
+    elif cache is not None and cacheable(attack, threat):
+        adversarial, from_cache = cache.oblivious(classifier, images, labels, crafted, dataset=dataset, attack=attack,
+                                                  settings=used, seed=seed)
     else:
         adversarial = crafted()
     hits = {"undefended": int(correct(classifier, adversarial, labels).sum()),
             "defended": int(correct(classifier, adversarial, labels, defense.purify).sum())}
     row = {"attack": attack, "threat": threat, "settings": used, "seed": seed}
+    if from_cache:
+        row["cached_images"] = len(labels)
     return scored_row(row, len(labels), hits, time.perf_counter() - start)
 
 
@@ -72,12 +76,15 @@ def row_settings(attack: str, threat: str, dataset: str, settings: dict | None =
 def merge_rows(parts: list[dict]) -> dict:
     """One row from rows of the same attack and threat on disjoint chunks of images: counts add up."""
     hits = {which: sum(part[f"correct_{which}"] for part in parts) for which in ("undefended", "defended")}
-    return scored_row(parts[0], sum(part["n"] for part in parts), hits, sum(part["seconds"] for part in parts))
+    row = {**parts[0], "cached_images": sum(part.get("cached_images", 0) for part in parts)}
+    return scored_row(row, sum(part["n"] for part in parts), hits, sum(part["seconds"] for part in parts))
 
 
 def scored_row(row: dict, n: int, hits: dict, seconds: float) -> dict:
-    """``row`` with n, the hit counts, accuracies, Wilson intervals and seconds of ``hits`` out of ``n`` images."""
-    row = {k: row[k] for k in ("attack", "threat", "settings", "seed")} | {"n": n}
+    """``row`` with n, the hit counts, accuracies, Wilson intervals and seconds of ``hits`` out of ``n`` images
+    (and how many of their adversarial images were read from an ``AdversarialCache``, when any were)."""
+    row = {k: row[k] for k in ("attack", "threat", "settings", "seed")} | {"n": n} | (
+        {"cached_images": row["cached_images"]} if row.get("cached_images") else {})
     for which, count in hits.items():
         row[f"correct_{which}"] = count
         row[f"accuracy_{which}"] = count / n

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from defense_hgan import scoring
+from defense_hgan.adversarial_cache import cacheable
 from defense_hgan.defense import gan_defense
 from defense_hgan.evaluation import evaluate
 from tests.test_attacks import blobs, trained_classifier
@@ -28,7 +29,7 @@ def crafting_forbidden(monkeypatch):
     """Make any crafting fail, so a row that still crafts shows itself."""
     def refuse(*args, **kwargs):
         raise AssertionError("crafted although the cache holds these images")
-    monkeypatch.setattr(scoring, "make_attack", refuse)
+    monkeypatch.setattr(scoring, "craft", refuse)
 
 
 def test_another_generator_reads_the_oblivious_images_and_scores_as_a_fresh_run(classifier, tmp_path, monkeypatch):
@@ -36,9 +37,18 @@ def test_another_generator_reads_the_oblivious_images_and_scores_as_a_fresh_run(
     evaluated(classifier, 0, cache=tmp_path / "cache")
     assert len(list((tmp_path / "cache").glob("*.pt"))) == 2 * 2  # fgsm, pgd x two chunks of 10
     crafting_forbidden(monkeypatch)
-    cached = evaluated(classifier, 1, cache=tmp_path / "cache")
+    cached = evaluated(classifier, 1, cache=tmp_path / "cache", out=tmp_path / "out")
+    assert [row.pop("cached_images", 0) for row in cached["rows"]] == [0, 20, 20]  # none, fgsm, pgd
     assert without_seconds(cached["rows"]) == without_seconds(uncached["rows"])
     assert cached["rows"][1]["accuracy_undefended"] < 0.5  # the cached FGSM images still fool the bare classifier
+    assert ("read from the adversarial cache, not crafted: fgsm/oblivious (20 of 20 images), pgd/oblivious (20 of 20 "
+            "images); those rows' seconds are the scoring's alone") in (tmp_path / "out/results.md").read_text()
+
+
+def test_only_attacks_that_ignore_the_defense_are_cached():
+    assert cacheable("fgsm", "oblivious") and cacheable("cw", "oblivious")
+    assert not cacheable("autoattack", "oblivious")  # its worst case keeps what the deployed defense gets right
+    assert not cacheable("none", "none") and not cacheable("pgd", "bpda") and not cacheable("pgd", "bpda-eot")
 
 
 def test_adaptive_rows_are_never_cached(classifier, tmp_path):
@@ -60,7 +70,7 @@ def test_an_unreadable_cache_file_is_refused_with_its_path(classifier, tmp_path)
     evaluated(classifier, 0, cache=tmp_path / "cache")
     broken = sorted((tmp_path / "cache").glob("*.pt"))[0]
     broken.write_bytes(b"not a torch file")
-    with pytest.raises(ValueError, match=f"adversarial cache file {broken} does not read .*delete it"):
+    with pytest.raises(ValueError, match=f"adversarial cache: checkpoint {broken} could not be read .*delete it"):
         evaluated(classifier, 0, cache=tmp_path / "cache")
 
 

@@ -2,7 +2,7 @@
 
 Under the oblivious threat an attack crafted against the bare classifier
 (FGSM, PGD, CW-L2, ...; not AutoAttack's worst case, which keeps the images
-the deployed defense still classifies right, so ``CACHEABLE`` leaves it out)
+the deployed defense still classifies right, so ``cacheable`` leaves it out)
 does not depend on the defense: the Table 8 and Table 9 rows of every
 generator attack the same images. Crafting them is much of a row's cost
 where the attack is slow (CW-L2 on 200 CIFAR-10 test images took about 80
@@ -37,13 +37,12 @@ from torch import nn
 from defense_hgan.checkpoints import load_checkpoint, save_checkpoint
 
 KIND = "oblivious adversarial images"
-CACHEABLE_THREATS = ("oblivious",)
-UNCACHEABLE_ATTACKS = ("none", "autoattack")  # no images to craft; judged by the deployed defense
+JUDGED_BY_THE_DEFENSE = ("autoattack",)  # worst cases that keep only the images the deployed defense gets right
 
 
 def cacheable(attack: str, threat: str) -> bool:
     """Whether ``attack``'s images under ``threat`` depend on the classifier, images and settings alone."""
-    return threat in CACHEABLE_THREATS and attack not in UNCACHEABLE_ATTACKS
+    return threat == "oblivious" and attack not in JUDGED_BY_THE_DEFENSE
 
 
 class AdversarialCache:

@@ -38,26 +38,28 @@ def save_checkpoint(path: str | os.PathLike, kind: str, config: dict, state: dic
     return path
 
 
-def load_checkpoint(path: str | os.PathLike, kind: str) -> dict[str, Any]:
-    """Read a checkpoint of ``kind`` on CPU, with a clear error for anything else."""
+def load_checkpoint(path: str | os.PathLike, kind: str | tuple[str, ...]) -> dict[str, Any]:
+    """Read a checkpoint of ``kind`` (or of any of several kinds) on CPU, with a clear error for anything else."""
+    kinds = (kind,) if isinstance(kind, str) else tuple(kind)
+    expected = " or ".join(kinds)
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist; expected a {kind} file written by defense-hgan")
+        raise CheckpointError(f"checkpoint {path} does not exist; expected a {expected} file written by defense-hgan")
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes): an interrupted copy or download? "
-                              f"expected a {kind} file written by defense-hgan")
+                              f"expected a {expected} file written by defense-hgan")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         reason = (str(err).splitlines() or [""])[0][:200]
         raise CheckpointError(
             f"checkpoint {path} could not be read ({type(err).__name__}: {reason}); "
-            f"it is corrupt or not a defense-hgan {kind} checkpoint"
+            f"it is corrupt or not a defense-hgan {expected} checkpoint"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a defense-hgan checkpoint (no '{FORMAT}' format marker)")
-    if payload.get("kind") != kind:
-        raise CheckpointError(f"{path} holds a {payload.get('kind')!r} checkpoint, expected a {kind!r} one")
+    if payload.get("kind") not in kinds:
+        raise CheckpointError(f"{path} holds a {payload.get('kind')!r} checkpoint, expected a {' or '.join(map(repr, kinds))} one")
     return payload
 
 

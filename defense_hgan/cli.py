@@ -76,6 +76,7 @@ def train_generator(
     teacher_resnet: int | None = None,
     teacher_from: str | None = None,
     teacher_images: int = 10_000,
+    real_label: float = 1.0,
 ):
     """Train a generator; writes OUT/generator.pt, OUT/training_state.pt, OUT/samples/, OUT/metrics.json.
 
@@ -100,8 +101,11 @@ def train_generator(
         teacher_filters: hgan/autogan: PixelCNN++ filters per stream (default 32).
         teacher_resnet: hgan/autogan: PixelCNN++ gated resnets per stage (default 1).
         teacher_from: hgan/autogan: a departure from Algorithm 1 that makes a step cost about a DCGAN step: take the
-            teacher, frozen, from this HGAN/AutoGAN training_state.pt instead of training one alongside.
+            teacher, frozen, from this HGAN/AutoGAN training_state.pt (or another frozen run's teacher.pt) instead of
+            training one alongside.
         teacher_images: with teacher_from: how many training images the frozen teacher's mean images are made of.
+        real_label: dcgan/hgan/autogan: D's target for real images (1, the papers'); 0.9 is one-sided label smoothing
+            (Salimans et al. 2016), a departure that keeps D from growing sure of the real images and winning.
     """
     from defense_hgan.distributed import is_main_process
     from defense_hgan.gan_training import GanConfig, TrainingDiverged, train_generator as fit
@@ -114,7 +118,7 @@ def train_generator(
         bf16=bool(bf16), resume=bool(resume), overwrite=bool(overwrite), data_root=data_root, download=bool(download),
         teacher_options={name: int(value) for name, value in teacher.items() if value is not None},
         teacher_loss=teacher_loss, teacher_from=None if teacher_from is None else str(teacher_from),
-        teacher_images=int(teacher_images),
+        teacher_images=int(teacher_images), real_label=float(real_label),
     )
     try:
         metrics = fit(config)

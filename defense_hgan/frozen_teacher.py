@@ -26,6 +26,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
+from defense_hgan.atomic import atomic_write
 from defense_hgan.checkpoints import CheckpointError, file_sha256, load_checkpoint, save_checkpoint
 from defense_hgan.data import dataset_info
 from defense_hgan.generators import TEACHER_MODELS
@@ -41,7 +42,8 @@ BATCH = 100
 
 def prepare(source: str | Path | None, out: Path, dataset: str, images: torch.Tensor, count: int, resume: bool,
             progress: bool = False) -> None:
-    """Make OUT's frozen teacher (on a fresh run, the teacher of the HGAN/AutoGAN training state ``source``) and
+    """Make OUT's frozen teacher (on a fresh run, the teacher of the HGAN/AutoGAN training state ``source``, or
+    ``source`` itself when it is another frozen run's teacher.pt) and
     its mean images of the first ``count`` of ``images`` (the training set).
 
     A resumed run reads its own copy of the teacher, so the source run may train on, or be gone, meanwhile.
@@ -65,11 +67,21 @@ def prepare(source: str | Path | None, out: Path, dataset: str, images: torch.Te
 
 
 def _copy_teacher(source: Path, path: Path, dataset: str) -> None:
-    state = load_checkpoint(source, SOURCE_KIND)
+    """Copy the teacher of an HGAN/AutoGAN training state, or another frozen run's teacher.pt, to ``path``."""
+    state = load_checkpoint(source, (SOURCE_KIND, TEACHER_KIND))
+    if state["kind"] == TEACHER_KIND:  # another frozen run's teacher: the same file, so the same teacher_sha256
+        shape = dataset_info(dataset).image_shape
+        if tuple(state["config"]["image_shape"]) != shape:
+            raise ValueError(f"--teacher-from {source} is a teacher of {state['config']['image_shape']} images, "
+                             f"not of {dataset}'s {list(shape)}")
+        with atomic_write(path, "wb") as f:
+            f.write(source.read_bytes())
+        return
     config = state["config"]
     if config.get("model") not in TEACHER_MODELS:
         raise ValueError(f"--teacher-from {source} is a {config.get('model')} run, which has no teacher; "
-                         f"expected the training_state.pt of an {' or '.join(TEACHER_MODELS)} run")
+                         f"expected the training_state.pt of an {' or '.join(TEACHER_MODELS)} run, or a frozen run's "
+                         f"{TEACHER_FILE}")
     if config.get("dataset") != dataset:
         raise ValueError(f"--teacher-from {source} was trained on {config.get('dataset')}, not {dataset}")
     options = dict(config.get("teacher_options") or {})

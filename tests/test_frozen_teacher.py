@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from defense_hgan import frozen_teacher
-from defense_hgan.checkpoints import CheckpointError, load_checkpoint
+from defense_hgan.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from defense_hgan.data import load_dataset
 from defense_hgan.gan_training import train_generator
 from defense_hgan.generators.pixelcnn import PixelCNNPP, mixture_mean
@@ -34,6 +34,20 @@ def test_the_frozen_teacher_is_the_source_runs_and_its_images_are_its_mean_image
     made = load_checkpoint(tmp_path / "run" / "teacher_images.pt", frozen_teacher.IMAGES_KIND)["images"]
     assert made.shape == (16, 1, 28, 28) and torch.allclose(made, expected, atol=1e-6)
     assert "teacher" not in _saved_networks(tmp_path / "run")  # nothing of the teacher trains, so none is saved
+
+
+def test_another_frozen_runs_teacher_is_taken_as_it_is_and_trains_the_same(mnist_root, source, tmp_path):
+    first = train_generator(frozen(mnist_root, tmp_path / "first", source))
+    second = train_generator(frozen(mnist_root, tmp_path / "second", tmp_path / "first" / "teacher.pt"))
+    assert (tmp_path / "second" / "teacher.pt").read_bytes() == (tmp_path / "first" / "teacher.pt").read_bytes()
+    assert second["final_losses"] == first["final_losses"]
+
+
+def test_a_frozen_teacher_of_other_images_is_refused(mnist_root, tmp_path):
+    other = save_checkpoint(tmp_path / "teacher.pt", frozen_teacher.TEACHER_KIND,
+                            {"image_shape": [3, 32, 32], "teacher_options": {}}, {"state_dict": {}})
+    with pytest.raises(ValueError, match=r"is a teacher of \[3, 32, 32\] images, not of mnist's \[1, 28, 28\]"):
+        train_generator(frozen(mnist_root, tmp_path / "run", other))
 
 
 def test_a_resumed_frozen_teacher_run_continues_bit_for_bit_from_its_own_copy(mnist_root, source, tmp_path):

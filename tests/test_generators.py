@@ -160,6 +160,33 @@ def test_discriminator_sees_each_real_input_and_one_fake_term_per_real(model, re
         assert any(not torch.equal(a, b) for a, b in zip(teacher_before, training.networks["teacher"].parameters()))
 
 
+@pytest.mark.parametrize("model", ["dcgan", "hgan"])
+def test_real_label_smooths_only_ds_real_targets(model):
+    """With target t, BCE(l, t) = softplus(l) - t l: 0.9 instead of 1 adds 0.1 mean(D(x)) per real input to D's loss."""
+    x, teacher = torch.rand(4, 1, 28, 28), TINY_TEACHER if model == "hgan" else None
+    losses, logits = {}, None
+    for real_label in (1.0, 0.9):
+        torch.manual_seed(0)
+        training = build_training(model, "mnist", teacher_options=teacher, real_label=real_label)
+        with torch.no_grad():
+            reals = [x] if model == "dcgan" else [teacher_output(training.networks["teacher"], x)[0], x]
+            logits = [training.networks["discriminator"](real).mean() for real in reals]
+        torch.manual_seed(1)
+        losses[real_label] = training.step(training.networks, training.optimizers, lambda: x)
+    assert losses[0.9]["d"].item() - losses[1.0]["d"].item() == pytest.approx(0.1 * sum(logits).item(), abs=1e-5)
+
+
+@pytest.mark.parametrize("model, real_label, message", [
+    ("wgan-gp", 0.9, "applies to dcgan, hgan, autogan, whose D is DCGAN's, not wgan-gp"),
+    ("s-argan", 0.9, "not s-argan"),
+    ("dcgan", 0.4, r"real_label must be in \(0.5, 1\]"),
+    ("dcgan", 1.1, r"real_label must be in \(0.5, 1\]"),
+])
+def test_real_label_is_refused_where_it_does_not_apply(model, real_label, message):
+    with pytest.raises(ValueError, match=message):
+        build_training(model, "mnist", real_label=real_label)
+
+
 def test_saved_generator_loads_in_eval_mode_with_the_same_outputs(tmp_path):
     torch.manual_seed(0)
     generator = build_generator("wgan-gp", "cifar10", width=8).eval()

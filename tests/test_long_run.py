@@ -130,6 +130,15 @@ def test_a_cifar10_curve_scores_with_the_cifar10_classifier(checkout):
     assert called.rstrip().endswith("--out benchmarks/results/training_curves/cifar10-hgan.csv")
 
 
+def test_the_smoothed_variant_takes_hgan_frozen_s_committed_teacher(checkout):
+    repo, runs, env = checkout
+    run(repo, {**env, "DATASET": "cifar10"}, "train", "hgan-frozen-smooth")
+    called = wait_for(runs / "called")
+    assert ("--model hgan --teacher-from zoo/training/cifar10-hgan-frozen/teacher.pt --real-label 0.9 "
+            "--dataset cifar10") in called
+    assert f"--out {runs / 'cifar10' / 'hgan-frozen-smooth'}" in called
+
+
 def test_unknown_dataset_says_what_is_expected(checkout):
     repo, _, env = checkout
     error = run(repo, {**env, "DATASET": "svhn"}, "train", "hgan", returncode=2).stderr

@@ -33,6 +33,8 @@ from defense_hgan.generators.pixelcnn import PixelCNNPP
 
 GENERATOR_MODELS = ("dcgan", "wgan-gp", "hgan", "autogan", "s-argan", "c-argan", "pargan")
 TEACHER_MODELS = ("hgan", "autogan")
+# the models whose D is DCGAN's, trained on a cross-entropy whose real targets --real-label can smooth
+SMOOTHABLE_MODELS = ("dcgan", "hgan", "autogan")
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,7 @@ def build_training(
     teacher_loss: str | None = None,
     device: torch.device | str = "cpu",
     teacher_batches: Callable[[int], torch.Tensor] | None = None,
+    real_label: float = 1.0,
 ) -> Training:
     """Networks (on ``device``), optimizers and step for training ``model`` on ``dataset``.
 
@@ -96,8 +99,10 @@ def build_training(
     dropout) and, with ``teacher_loss`` ("nll", the default, or "l1"), apply to hgan and autogan only.
     ``teacher_batches(n)``, for hgan and autogan, replaces the trained teacher by a frozen one's
     precomputed images (``defense_hgan.frozen_teacher``): no teacher network is built or updated.
+    ``real_label`` below 1, for dcgan, hgan and autogan, smooths D's real targets (``dcgan.adversarial_step``).
     """
     chosen = algorithm(model)
+    smoothing = real_label_option(model, real_label)
     image_shape = dataset_info(dataset).image_shape
     networks = {
         "generator": build_generator(model, dataset, **(generator_options or {})),
@@ -106,7 +111,8 @@ def build_training(
     if teacher_batches is not None:
         if model not in TEACHER_MODELS:
             raise ValueError(f"a frozen teacher applies to {' and '.join(TEACHER_MODELS)} only, not {model}")
-        step = partial(hgan.frozen_teacher_step, next_teacher_batch=teacher_batches, real_data=model == "hgan")
+        step = partial(hgan.frozen_teacher_step, next_teacher_batch=teacher_batches, real_data=model == "hgan",
+                       **smoothing)
         return Training(networks, _optimizers(networks, chosen, device), step)
     if model in TEACHER_MODELS:
         teacher_loss = teacher_loss or "nll"
@@ -116,10 +122,22 @@ def build_training(
         raise ValueError(f"teacher options {given} apply to hgan and autogan only, not {model}")
     optimizers = _optimizers(networks, chosen, device)
     if model not in TEACHER_MODELS:
-        return Training(networks, optimizers, chosen.train_step)
+        return Training(networks, optimizers, partial(chosen.train_step, **smoothing))
     optimizers["teacher"] = torch.optim.Adam(networks["teacher"].parameters(), lr=hgan.TEACHER_LR,
                                              betas=hgan.TEACHER_BETAS)
-    return Training(networks, optimizers, partial(chosen.train_step, teacher_loss=teacher_loss))
+    return Training(networks, optimizers, partial(chosen.train_step, teacher_loss=teacher_loss, **smoothing))
+
+
+def real_label_option(model: str, real_label: float) -> dict[str, float]:
+    """The step's keyword for ``real_label``: none at the default 1, so the other models' steps need not take it."""
+    if not 0.5 < real_label <= 1:
+        raise ValueError(f"real_label must be in (0.5, 1] (1: no smoothing; 0.9 is Salimans et al.'s), got {real_label!r}")
+    if real_label == 1:
+        return {}
+    if model not in SMOOTHABLE_MODELS:
+        raise ValueError(f"real_label (one-sided label smoothing) applies to {', '.join(SMOOTHABLE_MODELS)}, "
+                         f"whose D is DCGAN's, not {model}")
+    return {"real_label": float(real_label)}
 
 
 def _optimizers(networks: dict[str, nn.Module], chosen: Algorithm, device) -> dict[str, torch.optim.Optimizer]:

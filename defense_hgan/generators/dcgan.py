@@ -85,26 +85,29 @@ def update(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
     optimizer.step()
 
 
-def _bce(logits: torch.Tensor, real: bool) -> torch.Tensor:
-    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, float(real)))
+def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
+    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
 
 
-def adversarial_step(networks, optimizers, reals: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+def adversarial_step(networks, optimizers, reals: list[torch.Tensor], real_label: float = 1.0) -> dict[str, torch.Tensor]:
     """One D update then one G update, with one real term per batch in ``reals`` and a fake term for each.
 
     Every fake term scores the same G(z): one z is drawn per step, so the
     fake term of each real input is the same number and G(z) is computed once.
+    ``real_label`` below 1 is one-sided label smoothing (Salimans et al. 2016, 0.9 there): D's targets for real
+    images only, so that D cannot grow arbitrarily sure of them; G's target stays 1.
     """
     generator, discriminator = networks["generator"], networks["discriminator"]
     z = torch.randn(len(reals[0]), generator.latent_dim, device=reals[0].device)
     fake = generator(z)
-    d_loss = sum(_bce(discriminator(x), True) for x in reals) + len(reals) * _bce(discriminator(fake.detach()), False)
+    d_loss = (sum(_bce(discriminator(x), real_label) for x in reals)
+              + len(reals) * _bce(discriminator(fake.detach()), 0.0))
     update(optimizers["discriminator"], d_loss)
-    g_loss = len(reals) * _bce(discriminator(fake), True)  # non-saturating: -log D(G(z)) per term
+    g_loss = len(reals) * _bce(discriminator(fake), 1.0)  # non-saturating: -log D(G(z)) per term
     update(optimizers["generator"], g_loss)
     return {"d": d_loss.detach(), "g": g_loss.detach()}
 
 
-def train_step(networks, optimizers, next_batch) -> dict[str, torch.Tensor]:
+def train_step(networks, optimizers, next_batch, real_label: float = 1.0) -> dict[str, torch.Tensor]:
     """DCGAN: the real batch is the only real input."""
-    return adversarial_step(networks, optimizers, [next_batch()])
+    return adversarial_step(networks, optimizers, [next_batch()], real_label)

@@ -46,15 +46,17 @@ def teacher_output(teacher, x: torch.Tensor, loss: str = "nll") -> tuple[torch.T
     return x_xi.detach(), (x - x_xi).abs().mean()
 
 
-def _taught_step(networks, optimizers, next_batch, teacher_loss: str, real_data: bool) -> dict[str, torch.Tensor]:
+def _taught_step(networks, optimizers, next_batch, teacher_loss: str, real_data: bool,
+                 real_label: float) -> dict[str, torch.Tensor]:
     x = next_batch()
     x_xi, loss = teacher_output(networks["teacher"], x, teacher_loss)
-    losses = adversarial_step(networks, optimizers, [x_xi, x] if real_data else [x_xi])
+    losses = adversarial_step(networks, optimizers, [x_xi, x] if real_data else [x_xi], real_label)
     update(optimizers["teacher"], loss)
     return {**losses, "teacher": loss.detach()}
 
 
-def frozen_teacher_step(networks, optimizers, next_batch, next_teacher_batch, real_data: bool) -> dict[str, torch.Tensor]:
+def frozen_teacher_step(networks, optimizers, next_batch, next_teacher_batch, real_data: bool,
+                        real_label: float = 1.0) -> dict[str, torch.Tensor]:
     """Algorithm 1 with a pretrained, frozen teacher (``defense_hgan.frozen_teacher``): x_xi is drawn, not computed.
 
     D's two real terms need not score the same images, so x_xi is a batch of
@@ -62,14 +64,16 @@ def frozen_teacher_step(networks, optimizers, next_batch, next_teacher_batch, re
     """
     x = next_batch()
     x_xi = next_teacher_batch(len(x))
-    return adversarial_step(networks, optimizers, [x_xi, x] if real_data else [x_xi])
+    return adversarial_step(networks, optimizers, [x_xi, x] if real_data else [x_xi], real_label)
 
 
-def train_step(networks, optimizers, next_batch, teacher_loss: str = "nll") -> dict[str, torch.Tensor]:
+def train_step(networks, optimizers, next_batch, teacher_loss: str = "nll",
+               real_label: float = 1.0) -> dict[str, torch.Tensor]:
     """HGAN: the discriminator sees x_xi and x as real, G(z) as fake in one term for each."""
-    return _taught_step(networks, optimizers, next_batch, teacher_loss, real_data=True)
+    return _taught_step(networks, optimizers, next_batch, teacher_loss, real_data=True, real_label=real_label)
 
 
-def autogan_train_step(networks, optimizers, next_batch, teacher_loss: str = "nll") -> dict[str, torch.Tensor]:
+def autogan_train_step(networks, optimizers, next_batch, teacher_loss: str = "nll",
+                       real_label: float = 1.0) -> dict[str, torch.Tensor]:
     """AutoGAN: x_xi is the only real input; the data reaches G only through the teacher."""
-    return _taught_step(networks, optimizers, next_batch, teacher_loss, real_data=False)
+    return _taught_step(networks, optimizers, next_batch, teacher_loss, real_data=False, real_label=real_label)

@@ -59,7 +59,8 @@ def load_checkpoint(path: str | os.PathLike, kind: str | tuple[str, ...]) -> dic
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a defense-hgan checkpoint (no '{FORMAT}' format marker)")
     if payload.get("kind") not in kinds:
-        raise CheckpointError(f"{path} holds a {payload.get('kind')!r} checkpoint, expected a {' or '.join(map(repr, kinds))} one")
+        raise CheckpointError(f"{path} holds a {payload.get('kind')!r} checkpoint, "
+                              f"expected a {' or '.join(map(repr, kinds))} one")
     return payload
 
 

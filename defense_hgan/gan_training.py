@@ -60,6 +60,9 @@ GENERATOR_FILE = "generator.pt"
 STATE_FILE = "training_state.pt"
 SNAPSHOTS = "snapshots"
 SAMPLES = 64
+# the progress bar and metrics.json show each loss's exponential moving average over about the last 1 / (1 - decay)
+# steps: one step's GAN loss is too noisy to tell whether D is winning
+LOSS_EMA_DECAY = 0.99
 # what a resumed run must share with the saved one; the rest (steps, intervals, device, bf16) may change
 RUN_IDENTITY = ("model", "dataset", "batch_size", "seed", "generator_options", "teacher_options", "teacher_loss",
                 "teacher_from", "teacher_images", "real_label")
@@ -139,7 +142,7 @@ def _train(config: GanConfig, world: World) -> dict:
 
     generator = training.networks["generator"]
     fixed_z = torch.randn(SAMPLES, generator.latent_dim, generator=torch.Generator().manual_seed(config.seed)).to(device)
-    began, last_saved, losses = time.perf_counter(), start, {}
+    began, last_saved, losses, loss_ema = time.perf_counter(), start, {}, {}
     with tqdm(total=config.steps, initial=start, desc=f"train-generator {config.model}",
               disable=not (config.progress and world.is_main)) as bar:
         for step in range(start + 1, config.steps + 1):
@@ -148,8 +151,11 @@ def _train(config: GanConfig, world: World) -> dict:
                     training.networks, training.optimizers, next_batch).items()}
             losses = world.mean(losses)  # every rank then sees the same losses, and a NaN stops all of them
             _guard({f"{name} loss": value for name, value in losses.items()}, step, out, last_saved)
+            loss_ema = {name: value if name not in loss_ema else
+                        LOSS_EMA_DECAY * loss_ema[name] + (1 - LOSS_EMA_DECAY) * value
+                        for name, value in losses.items()}
             bar.update()
-            bar.set_postfix({name: f"{value:.3f}" for name, value in losses.items()})
+            bar.set_postfix({name: f"{value:.3f}" for name, value in loss_ema.items()})
             if world.is_main and (step % config.sample_every == 0 or step == config.steps):
                 _save_samples(generator, fixed_z, out / "samples" / f"step_{step:06d}.png")
             if step % config.checkpoint_every == 0 or step == config.steps:
@@ -171,6 +177,7 @@ def _train(config: GanConfig, world: World) -> dict:
         "seconds": round(seconds, 1),
         "seconds_per_step": round(seconds / max(steps_run, 1), 4),
         "final_losses": losses,
+        "loss_ema": loss_ema,  # over about the last 100 steps of this run (LOSS_EMA_DECAY)
         "seed": config.seed,
         "device": str(device),
         "config": asdict(config),

@@ -39,6 +39,15 @@ def test_a_few_steps_give_finite_losses_and_a_generator_that_loads(model, mnist_
     assert images.shape == (3, 1, 28, 28) and 0 <= images.min() and images.max() <= 1
 
 
+def test_the_loss_average_starts_at_the_first_step_and_then_moves_slowly(mnist_root, tmp_path):
+    first = train_generator(tiny("dcgan", mnist_root, tmp_path / "one", steps=1))
+    assert first["loss_ema"] == first["final_losses"]
+    both = train_generator(tiny("dcgan", mnist_root, tmp_path / "two", steps=2))  # the same first step, seeded
+    decay = gan_training.LOSS_EMA_DECAY
+    for name, second in both["final_losses"].items():
+        assert both["loss_ema"][name] == pytest.approx(decay * first["final_losses"][name] + (1 - decay) * second)
+
+
 def test_cifar_trains_with_the_teacher_too(cifar_root, tmp_path):
     train_generator(tiny("hgan", cifar_root, tmp_path / "run", dataset="cifar10", steps=1))
     assert load_generator(tmp_path / "run" / "generator.pt").image_shape == (3, 32, 32)

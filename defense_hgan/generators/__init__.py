@@ -131,7 +131,8 @@ def build_training(
 def real_label_option(model: str, real_label: float) -> dict[str, float]:
     """The step's keyword for ``real_label``: none at the default 1, so the other models' steps need not take it."""
     if not 0.5 < real_label <= 1:
-        raise ValueError(f"real_label must be in (0.5, 1] (1: no smoothing; 0.9 is Salimans et al.'s), got {real_label!r}")
+        raise ValueError(f"real_label must be in (0.5, 1] (1: no smoothing; 0.9 is Salimans et al.'s), "
+                         f"got {real_label!r}")
     if real_label == 1:
         return {}
     if model not in SMOOTHABLE_MODELS:

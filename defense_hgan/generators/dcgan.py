@@ -89,7 +89,8 @@ def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
 
 
-def adversarial_step(networks, optimizers, reals: list[torch.Tensor], real_label: float = 1.0) -> dict[str, torch.Tensor]:
+def adversarial_step(networks, optimizers, reals: list[torch.Tensor],
+                     real_label: float = 1.0) -> dict[str, torch.Tensor]:
     """One D update then one G update, with one real term per batch in ``reals`` and a fake term for each.
 
     Every fake term scores the same G(z): one z is drawn per step, so the

@@ -69,26 +69,30 @@ def prepare(source: str | Path | None, out: Path, dataset: str, images: torch.Te
 def _copy_teacher(source: Path, path: Path, dataset: str) -> None:
     """Copy the teacher of an HGAN/AutoGAN training state, or another frozen run's teacher.pt, to ``path``."""
     state = load_checkpoint(source, (SOURCE_KIND, TEACHER_KIND))
-    if state["kind"] == TEACHER_KIND:  # another frozen run's teacher: the same file, so the same teacher_sha256
-        shape = dataset_info(dataset).image_shape
-        if tuple(state["config"]["image_shape"]) != shape:
-            raise ValueError(f"--teacher-from {source} is a teacher of {state['config']['image_shape']} images, "
+    config = state["config"]
+    frozen = state["kind"] == TEACHER_KIND  # another frozen run's teacher: copied as it is, so the same teacher_sha256
+    if not frozen and config.get("model") not in TEACHER_MODELS:
+        raise ValueError(f"--teacher-from {source} is a {config.get('model')} run, which has no teacher; "
+                         f"expected the training_state.pt of an {' or '.join(TEACHER_MODELS)} run, or a frozen run's "
+                         f"{TEACHER_FILE}")
+    # a teacher.pt written before it recorded its dataset is checked by its image shape alone, below
+    trained_on = config.get("dataset", dataset) if frozen else config.get("dataset")
+    if trained_on != dataset:
+        raise ValueError(f"--teacher-from {source} was trained on {trained_on}, not {dataset}")
+    shape = dataset_info(dataset).image_shape
+    if frozen:
+        if tuple(config["image_shape"]) != shape:
+            raise ValueError(f"--teacher-from {source} is a teacher of {config['image_shape']} images, "
                              f"not of {dataset}'s {list(shape)}")
         with atomic_write(path, "wb") as f:
             f.write(source.read_bytes())
         return
-    config = state["config"]
-    if config.get("model") not in TEACHER_MODELS:
-        raise ValueError(f"--teacher-from {source} is a {config.get('model')} run, which has no teacher; "
-                         f"expected the training_state.pt of an {' or '.join(TEACHER_MODELS)} run, or a frozen run's "
-                         f"{TEACHER_FILE}")
-    if config.get("dataset") != dataset:
-        raise ValueError(f"--teacher-from {source} was trained on {config.get('dataset')}, not {dataset}")
     options = dict(config.get("teacher_options") or {})
     weights = state["networks"]["teacher"]
-    PixelCNNPP(dataset_info(dataset).image_shape, **options).load_state_dict(weights)  # a mismatch fails here
+    PixelCNNPP(shape, **options).load_state_dict(weights)  # a mismatch fails here
     save_checkpoint(path, TEACHER_KIND, {
-        "image_shape": list(dataset_info(dataset).image_shape),
+        "dataset": dataset,
+        "image_shape": list(shape),
         "teacher_options": options,
         "source": str(source),
         "source_sha256": file_sha256(source),

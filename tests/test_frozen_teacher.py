@@ -27,7 +27,7 @@ def test_the_frozen_teacher_is_the_source_runs_and_its_images_are_its_mean_image
     teacher.load_state_dict(_saved_networks(source.parent)["teacher"])
     kept = load_checkpoint(tmp_path / "run" / "teacher.pt", frozen_teacher.TEACHER_KIND)
     assert all(torch.equal(kept["state_dict"][k], v) for k, v in teacher.state_dict().items())
-    assert kept["config"]["source_step"] == 2
+    assert kept["config"]["source_step"] == 2 and kept["config"]["dataset"] == "mnist"
     images = load_dataset("mnist", train=True, root=str(mnist_root))[0][:16]
     with torch.no_grad():
         expected = mixture_mean(teacher.eval()(images), images)
@@ -48,6 +48,14 @@ def test_a_frozen_teacher_of_other_images_is_refused(mnist_root, tmp_path):
                             {"image_shape": [3, 32, 32], "teacher_options": {}}, {"state_dict": {}})
     with pytest.raises(ValueError, match=r"is a teacher of \[3, 32, 32\] images, not of mnist's \[1, 28, 28\]"):
         train_generator(frozen(mnist_root, tmp_path / "run", other))
+
+
+def test_a_frozen_teacher_of_another_dataset_of_the_same_shape_is_refused(mnist_root, tmp_path):
+    fashion = save_checkpoint(tmp_path / "teacher.pt", frozen_teacher.TEACHER_KIND,
+                              {"dataset": "fashion-mnist", "image_shape": [1, 28, 28], "teacher_options": {}},
+                              {"state_dict": {}})
+    with pytest.raises(ValueError, match="was trained on fashion-mnist, not mnist"):
+        train_generator(frozen(mnist_root, tmp_path / "run", fashion))
 
 
 def test_a_resumed_frozen_teacher_run_continues_bit_for_bit_from_its_own_copy(mnist_root, source, tmp_path):

@@ -6,7 +6,9 @@
 #                                                    restored first when this machine has none
 #   bash benchmarks/long_run.sh curve MODEL          score the run's new snapshots at multiples of $EVERY steps
 #                                                    (default 2,000; about 15 min of one core each here) into
-#                                                    $CURVE (default benchmarks/results/training_curves/DATASET-MODEL.csv)
+#                                                    $CURVE (default benchmarks/results/training_curves/DATASET-MODEL.csv);
+#                                                    with UNTIL=STEP it follows the run, scoring each new snapshot
+#                                                    as it is saved, until the one at STEP
 #   bash benchmarks/long_run.sh save MODEL           copy the run's training state, last generator and the
 #                                                    snapshots at multiples of $EVERY steps (its curve points) into
 #                                                    zoo/training/DATASET-MODEL/, so a fresh machine continues it
@@ -60,7 +62,7 @@ case $action in
     ;;
   curve)
     OMP_NUM_THREADS=${THREADS:-1} python benchmarks/training_curve.py score "$run" --classifier "$classifier" \
-      --dataset "$dataset" --data-root "$data" --every "${EVERY:-2000}" \
+      --dataset "$dataset" --data-root "$data" --every "${EVERY:-2000}" ${UNTIL:+--until "$UNTIL"} \
       --out "${CURVE:-benchmarks/results/training_curves/$dataset-$model.csv}"
     ;;
   save)

@@ -10,11 +10,13 @@ the first --n test images:
   mode_kl, classifier_fd         the ``metrics`` command's numbers: --n-samples samples against the test set
 
 One CSV row per snapshot, keyed by its step and sha256, written after each
-one; a rerun scores only what is new, so it can follow a run that is still
-training, and it refuses a CSV made with other settings. ``plot`` draws one
-line per CSV against the training step.
+one; a rerun scores only what is new, and it refuses a CSV made with other
+settings. ``--until STEP`` follows a run that is still training: it scores each
+snapshot as it appears (looking every --poll seconds) until the one at STEP is
+scored. ``plot`` draws one line per CSV against the training step.
 
     python benchmarks/training_curve.py score ~/dh-runs/mnist/dcgan --classifier zoo/mnist-a/classifier.pt --data-root data
+    python benchmarks/training_curve.py score ~/dh-runs/mnist/dcgan --classifier ... --every 2000 --until 10000
     python benchmarks/training_curve.py plot benchmarks/results/training_curves/mnist-*.csv \\
         --out docs/figures/training-curves-mnist.png
 """
@@ -44,11 +46,13 @@ RESULTS_COLUMNS = ("accuracy_clean", "accuracy_fgsm", "mse_clean", "mse_fgsm", "
 COLUMNS = ("step", "snapshot_sha256", *SETTINGS, *RESULTS_COLUMNS, "machine")
 
 
-def snapshots(run: Path, every: int) -> list[tuple[int, Path]]:
-    """(step, path) of RUN/snapshots/step_XXXXXX.pt at multiples of ``every``, in step order."""
+def snapshots(run: Path, every: int, waiting: bool = False) -> list[tuple[int, Path]]:
+    """(step, path) of RUN/snapshots/step_XXXXXX.pt at multiples of ``every``, in step order.
+
+    A run with none is an error unless ``waiting`` for its first: its training has just begun."""
     found = [(int(match.group(1)), path) for path in (run / "snapshots").glob("step_*.pt")
              if (match := SNAPSHOT.fullmatch(path.name))]
-    if not found:
+    if not found and not waiting:
         raise SystemExit(f"{run}/snapshots holds no step_XXXXXX.pt: train with --snapshot-every K")
     return sorted((step, path) for step, path in found if step % every == 0)
 
@@ -84,11 +88,24 @@ def score_snapshot(generator, classifier, images, labels, adversarial, test_imag
 
 
 def score(args) -> None:
+    """Score the run's new snapshots; with --until, go on scoring each new one until the one at that step."""
     out = args.out or RESULTS / f"{args.dataset}-{args.run.name}.csv"
+    while True:
+        present = snapshots(args.run, args.every, waiting=args.until is not None)
+        score_new(present, args, out)
+        if args.until is None or any(step >= args.until for step, _ in present):
+            return
+        print(f"waiting for {args.run}/snapshots to reach step {args.until} (looking every {args.poll:g} s)",
+              flush=True)
+        time.sleep(args.poll)
+
+
+def score_new(present: list[tuple[int, Path]], args, out: Path) -> None:
+    """Score the snapshots of ``present`` that ``out`` lacks, writing it after each."""
     rows = read_rows(out)
     scored = {row["step"]: row["snapshot_sha256"] for row in rows}
     todo = []
-    for step, path in snapshots(args.run, args.every):
+    for step, path in present:
         digest = scored.get(str(step))
         if digest is None:
             todo.append((step, path))
@@ -185,6 +202,9 @@ def main(argv=None) -> None:
     scoring.add_argument("--seed", type=int, default=0)
     scoring.add_argument("--n-samples", type=int, default=10_000)
     scoring.add_argument("--every", type=int, default=1, help="score only snapshots at multiples of this step")
+    scoring.add_argument("--until", type=int, help="follow a training run: wait for and score each new snapshot "
+                                                   "until the one at this step is scored")
+    scoring.add_argument("--poll", type=float, default=60.0, help="with --until, seconds between looks")
     scoring.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     scoring.add_argument("--out", type=Path, help=f"the CSV (default {RESULTS}/DATASET-RUNNAME.csv)")
     plotting = commands.add_parser("plot", help="plot CSVs against the training step")

@@ -130,6 +130,15 @@ def test_a_cifar10_curve_scores_with_the_cifar10_classifier(checkout):
     assert called.rstrip().endswith("--out benchmarks/results/training_curves/cifar10-hgan.csv")
 
 
+def test_a_curve_follows_the_run_until_the_step_asked_for(checkout):
+    repo, runs, env = checkout
+    runs.mkdir()
+    run(repo, env, "curve", "dcgan")
+    assert "--until" not in (runs / "called").read_text()
+    run(repo, {**env, "UNTIL": "16000"}, "curve", "dcgan")
+    assert "--every 2000 --until 16000 --out" in (runs / "called").read_text()
+
+
 def test_the_smoothed_variant_takes_hgan_frozen_s_committed_teacher(checkout):
     repo, runs, env = checkout
     run(repo, {**env, "DATASET": "cifar10"}, "train", "hgan-frozen-smooth")

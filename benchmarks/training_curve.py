@@ -90,18 +90,22 @@ def score_snapshot(generator, classifier, images, labels, adversarial, test_imag
 def score(args) -> None:
     """Score the run's new snapshots; with --until, go on scoring each new one until the one at that step."""
     out = args.out or RESULTS / f"{args.dataset}-{args.run.name}.csv"
+    announced = False
     while True:
         present = snapshots(args.run, args.every, waiting=args.until is not None)
-        score_new(present, args, out)
+        if score_new(present, args, out):
+            announced = False
         if args.until is None or any(step >= args.until for step, _ in present):
             return
-        print(f"waiting for {args.run}/snapshots to reach step {args.until} (looking every {args.poll:g} s)",
-              flush=True)
+        if not announced:  # once per wait, not once per look
+            print(f"waiting for {args.run}/snapshots to reach step {args.until} (looking every {args.poll:g} s)",
+                  flush=True)
+            announced = True
         time.sleep(args.poll)
 
 
-def score_new(present: list[tuple[int, Path]], args, out: Path) -> None:
-    """Score the snapshots of ``present`` that ``out`` lacks, writing it after each."""
+def score_new(present: list[tuple[int, Path]], args, out: Path) -> int:
+    """Score the snapshots of ``present`` that ``out`` lacks, writing it after each; how many were scored."""
     rows = read_rows(out)
     scored = {row["step"]: row["snapshot_sha256"] for row in rows}
     todo = []
@@ -113,7 +117,7 @@ def score_new(present: list[tuple[int, Path]], args, out: Path) -> None:
             raise SystemExit(f"{out} scored another snapshot at step {step} than {path}: the run was restarted; "
                              f"choose another --out")
     if not todo:
-        return
+        return 0
     device = torch.device(args.device)
     classifier = load_classifier(args.classifier, device)
     test_images, test_labels = load_dataset(args.dataset, train=False, root=args.data_root)
@@ -131,6 +135,7 @@ def score_new(present: list[tuple[int, Path]], args, out: Path) -> None:
         rows.append({key: str(value) for key, value in row.items()})
         write_rows(rows, out)
         print({key: row[key] for key in ("step", *RESULTS_COLUMNS)}, flush=True)
+    return len(todo)
 
 
 def plot(args) -> None:

@@ -8,7 +8,7 @@ from tests.distributed_evaluation_worker import save_checkpoints
 
 
 @pytest.mark.filterwarnings("ignore:n_samples=20 is below")
-def test_until_scores_each_new_snapshot_then_stops_at_that_step(benchmark, tmp_path, monkeypatch):
+def test_until_scores_each_new_snapshot_then_stops_at_that_step(benchmark, tmp_path, monkeypatch, capsys):
     curve = benchmark("training_curve")
     paths = save_checkpoints(tmp_path)
     run = tmp_path / "run"
@@ -17,9 +17,10 @@ def test_until_scores_each_new_snapshot_then_stops_at_that_step(benchmark, tmp_p
     looks = []
 
     def training_writes_the_next_snapshot(seconds):
-        """Stands in for the wait: the run saves its step-2 snapshot while the scorer sleeps."""
+        """Stands in for the wait: the run saves its step-2 snapshot on the scorer's second look."""
         looks.append(seconds)
-        shutil.copy(paths["generator"], run / "snapshots" / "step_000002.pt")
+        if len(looks) == 2:
+            shutil.copy(paths["generator"], run / "snapshots" / "step_000002.pt")
 
     monkeypatch.setattr(curve.time, "sleep", training_writes_the_next_snapshot)
     out = tmp_path / "curve.csv"
@@ -28,7 +29,8 @@ def test_until_scores_each_new_snapshot_then_stops_at_that_step(benchmark, tmp_p
                 "--device", "cpu", "--out", str(out)])
     rows = curve.read_rows(out)
     assert [row["step"] for row in rows] == ["1", "2"]
-    assert looks == [7.0]  # one wait, then step 2 was scored and nothing more was awaited
+    assert looks == [7.0, 7.0]  # two looks, then step 2 was scored and nothing more was awaited
+    assert capsys.readouterr().out.count("waiting for") == 1  # announced once per wait, not once per look
 
 
 def test_a_run_without_snapshots_is_refused_unless_waiting_for_its_first(benchmark, tmp_path):

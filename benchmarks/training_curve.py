@@ -26,6 +26,7 @@ import argparse
 import re
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -90,10 +91,15 @@ def score_snapshot(generator, classifier, images, labels, adversarial, test_imag
 def score(args) -> None:
     """Score the run's new snapshots; with --until, go on scoring each new one until the one at that step."""
     out = args.out or RESULTS / f"{args.dataset}-{args.run.name}.csv"
+    fixed = None  # made once, when a snapshot first needs it, however many a followed run brings
     announced = False
     while True:
         present = snapshots(args.run, args.every, waiting=args.until is not None)
-        if score_new(present, args, out):
+        rows = read_rows(out)
+        todo = unscored(present, rows, out)
+        if todo:
+            fixed = fixed or fixed_set(args)
+            score_snapshots(todo, rows, fixed, args, out)
             announced = False
         if args.until is None or any(step >= args.until for step, _ in present):
             return
@@ -104,9 +110,8 @@ def score(args) -> None:
         time.sleep(args.poll)
 
 
-def score_new(present: list[tuple[int, Path]], args, out: Path) -> int:
-    """Score the snapshots of ``present`` that ``out`` lacks, writing it after each; how many were scored."""
-    rows = read_rows(out)
+def unscored(present: list[tuple[int, Path]], rows: list[dict], out: Path) -> list[tuple[int, Path]]:
+    """The snapshots of ``present`` that ``rows`` lack; a step scored from other bytes means another run."""
     scored = {row["step"]: row["snapshot_sha256"] for row in rows}
     todo = []
     for step, path in present:
@@ -116,26 +121,45 @@ def score_new(present: list[tuple[int, Path]], args, out: Path) -> int:
         elif digest != file_sha256(path):
             raise SystemExit(f"{out} scored another snapshot at step {step} than {path}: the run was restarted; "
                              f"choose another --out")
-    if not todo:
-        return 0
+    return todo
+
+
+class FixedSet(NamedTuple):
+    """What every snapshot is scored against: the classifier, the test set, its first --n images and their FGSM."""
+
+    device: torch.device
+    classifier: torch.nn.Module
+    classifier_sha256: str
+    test_images: torch.Tensor
+    images: torch.Tensor
+    labels: torch.Tensor
+    adversarial: torch.Tensor
+
+
+def fixed_set(args) -> FixedSet:
     device = torch.device(args.device)
     classifier = load_classifier(args.classifier, device)
     test_images, test_labels = load_dataset(args.dataset, train=False, root=args.data_root)
     test_images, test_labels = test_images.to(device), test_labels.to(device)
     images, labels = test_images[: args.n], test_labels[: args.n]
     adversarial = craft(classifier, None, images, labels, attack="fgsm", threat="oblivious", dataset=args.dataset)
+    return FixedSet(device, classifier, file_sha256(args.classifier), test_images, images, labels, adversarial)
+
+
+def score_snapshots(todo: list[tuple[int, Path]], rows: list[dict], fixed: FixedSet, args, out: Path) -> None:
+    """Score each snapshot of ``todo`` into ``rows``, writing ``out`` after each."""
     for step, path in todo:
-        _, model, generator = generator_from_checkpoint(path, device)
-        settings = dict(model=model, dataset=args.dataset, classifier_sha256=file_sha256(args.classifier), n=args.n,
+        _, model, generator = generator_from_checkpoint(path, fixed.device)
+        settings = dict(model=model, dataset=args.dataset, classifier_sha256=fixed.classifier_sha256, n=args.n,
                         L=args.L, R=args.R, seed=args.seed, attack="fgsm", n_samples=args.n_samples)
         check_same_settings(rows, settings, out)
-        row = {"step": step, "snapshot_sha256": file_sha256(path), **settings,
-               **score_snapshot(generator, classifier, images, labels, adversarial, test_images, args),
-               "machine": machine(device)}
+        measured = score_snapshot(generator, fixed.classifier, fixed.images, fixed.labels, fixed.adversarial,
+                                  fixed.test_images, args)
+        row = {"step": step, "snapshot_sha256": file_sha256(path), **settings, **measured,
+               "machine": machine(fixed.device)}
         rows.append({key: str(value) for key, value in row.items()})
         write_rows(rows, out)
         print({key: row[key] for key in ("step", *RESULTS_COLUMNS)}, flush=True)
-    return len(todo)
 
 
 def plot(args) -> None:

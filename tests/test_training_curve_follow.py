@@ -23,6 +23,8 @@ def test_until_scores_each_new_snapshot_then_stops_at_that_step(benchmark, tmp_p
             shutil.copy(paths["generator"], run / "snapshots" / "step_000002.pt")
 
     monkeypatch.setattr(curve.time, "sleep", training_writes_the_next_snapshot)
+    prepared = []
+    monkeypatch.setattr(curve, "fixed_set", lambda args, make=curve.fixed_set: prepared.append(1) or make(args))
     out = tmp_path / "curve.csv"
     curve.main(["score", str(run), "--classifier", paths["classifier"], "--data-root", str(make_mnist_root(tmp_path)),
                 "--n", "4", "--L", "2", "--R", "1", "--n-samples", "20", "--until", "2", "--poll", "7",
@@ -31,6 +33,7 @@ def test_until_scores_each_new_snapshot_then_stops_at_that_step(benchmark, tmp_p
     assert [row["step"] for row in rows] == ["1", "2"]
     assert looks == [7.0, 7.0]  # two looks, then step 2 was scored and nothing more was awaited
     assert capsys.readouterr().out.count("waiting for") == 1  # announced once per wait, not once per look
+    assert len(prepared) == 1  # the classifier, test images and their FGSM are made once for both snapshots
 
 
 def test_a_run_without_snapshots_is_refused_unless_waiting_for_its_first(benchmark, tmp_path):

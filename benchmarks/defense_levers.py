@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import time
 from pathlib import Path
 
 import torch
 
-from classifiers.training import MNIST_RECIPE, train_classifier
+from classifiers.training import Recipe, train_classifier
 from defense_hgan import load_classifier, load_dataset, load_generator, project
 from defense_hgan.checkpoints import file_sha256
 from attacks.threats import craft
@@ -36,7 +35,7 @@ from measure import machine, markdown_table, write_report
 RESULTS = Path(__file__).resolve().parent / "results"
 PAPER = {"L": 200, "R": 10, "seed": 0}
 REC_PROJECTION = {"L": 50, "R": 2, "seed": 1}
-REC_EPOCHS, REC_LR = 2, 3e-4
+REC_EPOCHS, REC_RECIPE = 2, Recipe(optimizer="adam", batch_size=128, lr=3e-4)  # for every dataset
 
 
 def rec_classifier(classifier, generator, n: int, args):
@@ -46,8 +45,8 @@ def rec_classifier(classifier, generator, n: int, args):
     reconstructions = project(generator, images[pick], **REC_PROJECTION, progress=True).images
     tuned = copy.deepcopy(classifier)
     train = (torch.cat([images[pick], reconstructions]), torch.cat([labels[pick], labels[pick]]))
-    recipe = dataclasses.replace(MNIST_RECIPE, lr=REC_LR)
-    train_classifier(tuned, train, train, epochs=REC_EPOCHS, recipe=recipe, device="cpu", progress=False)
+    train_classifier(tuned, train, train, epochs=REC_EPOCHS, recipe=REC_RECIPE, device="cpu", progress=False,
+                     fresh=False)
     return tuned.eval()
 
 

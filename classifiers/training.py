@@ -113,8 +113,12 @@ def train_classifier(
     device: str = "auto",
     seed: int = 0,
     progress: bool = True,
+    fresh: bool = True,
 ) -> dict:
     """Train in place and return metrics: test accuracy, loss per epoch, seconds, seed, device.
+
+    ``fresh=False`` fine-tunes a trained model: a data-derived initialisation (CifarNet's whitening stem) is
+    kept, not recomputed from ``train``.
 
     Under torchrun every rank returns the same metrics (losses averaged over the ranks).
     """
@@ -127,7 +131,7 @@ def train_classifier(
         images, labels = train
         model.to(device=device, memory_format=torch.channels_last)
         start = time.perf_counter()
-        if hasattr(model, "init_from_data"):
+        if fresh and hasattr(model, "init_from_data"):
             model.init_from_data(images[:5000])
         net = world.wrap(model)
         steps_per_epoch = len(images) // (recipe.batch_size * world.size) or 1

@@ -58,3 +58,18 @@ def test_flip_and_translate_keeps_shape_and_moves_pixels_by_at_most_two():
     assert ((rows - 16).abs() <= 2).all()
     assert (((cols - 16).abs() <= 2) | ((cols - 15).abs() <= 2)).all()  # flipped: column 15
     assert torch.equal(out.sum(dim=(1, 2, 3)), images.sum(dim=(1, 2, 3)))
+
+
+def test_fine_tuning_keeps_the_whitening_stem_a_fresh_run_derives_from_its_data():
+    torch.manual_seed(0)
+    model = build_classifier("cifar10", "fast", widths=(8, 16, 16))
+    first = _separable_set(64, (3, 32, 32), seed=1)
+    recipe = replace(CIFAR_RECIPE, batch_size=32)
+    train_classifier(model, first, first, epochs=1, recipe=recipe, device="cpu", seed=0, progress=False)
+    stem = model.whiten.weight.clone()
+    other = (first[0].flip(-2) * 0.5, first[1])  # data with another patch covariance
+    train_classifier(model, other, other, epochs=1, recipe=recipe, device="cpu", seed=0, progress=False,
+                     fresh=False)
+    assert torch.equal(model.whiten.weight, stem)
+    train_classifier(model, other, other, epochs=1, recipe=recipe, device="cpu", seed=0, progress=False)
+    assert not torch.allclose(model.whiten.weight, stem)

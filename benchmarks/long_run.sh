@@ -16,7 +16,8 @@
 # MODEL is a generator model, or hgan-frozen: HGAN with a pretrained, frozen teacher (--teacher-from), taken
 # when the run starts from the hgan run's latest training state (defense_hgan/frozen_teacher.py), or
 # hgan-frozen-smooth: the same with hgan-frozen's own committed teacher (zoo/training/DATASET-hgan-frozen/teacher.pt)
-# and one-sided label smoothing (--real-label 0.9), a variant that keeps D from winning.
+# and one-sided label smoothing (--real-label 0.9), a variant that keeps D from winning; or hgan-frozen-slow-d: the
+# same teacher and D's Adam rate a quarter of DCGAN's (--d-lr 5e-5), the other way to slow D.
 #
 # DATASET is mnist (default; curves with classifier zoo/mnist-a) or cifar10 (zoo/cifar10-fast; batch 64 for every
 # model, as the 600-step zoo/cifar10-* generators were trained, so a cifar10 run passes through them).
@@ -40,6 +41,8 @@ variant=(--model "$model")
 [ "$model" = hgan-frozen ] && variant=(--model hgan --teacher-from "$runs/$dataset/hgan/training_state.pt")
 [ "$model" = hgan-frozen-smooth ] &&
   variant=(--model hgan --teacher-from "zoo/training/$dataset-hgan-frozen/teacher.pt" --real-label 0.9)
+[ "$model" = hgan-frozen-slow-d ] &&
+  variant=(--model hgan --teacher-from "zoo/training/$dataset-hgan-frozen/teacher.pt" --d-lr 5e-5)
 
 case $action in
   train)

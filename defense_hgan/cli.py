@@ -77,6 +77,7 @@ def train_generator(
     teacher_from: str | None = None,
     teacher_images: int = 10_000,
     real_label: float = 1.0,
+    d_lr: float | None = None,
 ):
     """Train a generator; writes OUT/generator.pt, OUT/training_state.pt, OUT/samples/, OUT/metrics.json.
 
@@ -106,6 +107,8 @@ def train_generator(
         teacher_images: with teacher_from: how many training images the frozen teacher's mean images are made of.
         real_label: dcgan/hgan/autogan: D's target for real images (1, the papers'); 0.9 is one-sided label smoothing
             (Salimans et al. 2016), a departure that keeps D from growing sure of the real images and winning.
+        d_lr: D's (or the critic's) Adam learning rate (default: the model's, the papers'; G's stays the model's);
+            a lower one is a slower D, a departure that keeps D from winning.
     """
     from defense_hgan.distributed import is_main_process
     from defense_hgan.gan_training import GanConfig, TrainingDiverged, train_generator as fit
@@ -119,6 +122,7 @@ def train_generator(
         teacher_options={name: int(value) for name, value in teacher.items() if value is not None},
         teacher_loss=teacher_loss, teacher_from=None if teacher_from is None else str(teacher_from),
         teacher_images=int(teacher_images), real_label=float(real_label),
+        d_lr=None if d_lr is None else float(d_lr),
     )
     try:
         metrics = fit(config)

@@ -52,7 +52,7 @@ from defense_hgan.data import dataset_info, load_dataset
 from defense_hgan.devices import autocast, seed_everything
 from defense_hgan.distributed import World, derived_seed, session
 from defense_hgan.generator_io import save_generator
-from defense_hgan.generators import Training, algorithm, build_training, real_label_option
+from defense_hgan.generators import Training, algorithm, build_training, check_d_lr, real_label_option
 from defense_hgan.locking import output_lock
 
 STATE_KIND = "generator-training"
@@ -65,7 +65,7 @@ SAMPLES = 64
 LOSS_EMA_DECAY = 0.99
 # what a resumed run must share with the saved one; the rest (steps, intervals, device, bf16) may change
 RUN_IDENTITY = ("model", "dataset", "batch_size", "seed", "generator_options", "teacher_options", "teacher_loss",
-                "teacher_from", "teacher_images", "real_label")
+                "teacher_from", "teacher_images", "real_label", "d_lr")
 
 
 @dataclass
@@ -96,6 +96,7 @@ class GanConfig:
     teacher_from: str | None = None
     teacher_images: int = 10_000
     real_label: float = 1.0  # dcgan/hgan/autogan: D's target for real images; below 1, one-sided label smoothing
+    d_lr: float | None = None  # D's (or the critic's) Adam learning rate; None: the model's, the papers'
     progress: bool = True
 
 
@@ -128,7 +129,7 @@ def _train(config: GanConfig, world: World) -> dict:
     teacher_batches = (frozen_teacher.teacher_batches(out, config.teacher_images, data_order, device)
                        if config.teacher_from else None)
     training = build_training(config.model, config.dataset, config.generator_options, config.teacher_options,
-                              config.teacher_loss, device, teacher_batches, config.real_label)
+                              config.teacher_loss, device, teacher_batches, config.real_label, config.d_lr)
     if world.size > 1:  # the same initial weights on every rank, then each its own batches and noise
         _reseed(world.rank_seed(config.seed), data_order)
     start = 0 if saved is None else _restore(saved, training, data_order, world, config.seed)
@@ -194,6 +195,7 @@ def _check(config: GanConfig) -> None:
     algorithm(config.model)
     dataset_info(config.dataset)
     real_label_option(config.model, config.real_label)
+    check_d_lr(config.d_lr)
     for name in ("steps", "batch_size", "sample_every", "checkpoint_every"):
         if int(getattr(config, name)) < 1:
             raise ValueError(f"{name} must be a positive integer, got {getattr(config, name)!r}")

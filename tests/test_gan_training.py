@@ -76,6 +76,8 @@ def test_resume_refuses_a_run_with_other_settings(mnist_root, tmp_path):
         train_generator(tiny("dcgan", mnist_root, tmp_path / "run", resume=True))
     with pytest.raises(ValueError, match=r"other settings \(real_label 1.0 -> 0.9\)"):
         train_generator(tiny("dcgan", mnist_root, tmp_path / "run", steps=3, real_label=0.9, resume=True))
+    with pytest.raises(ValueError, match=r"other settings \(d_lr None -> 5e-05\)"):
+        train_generator(tiny("dcgan", mnist_root, tmp_path / "run", steps=3, d_lr=5e-5, resume=True))
     with pytest.raises(ValueError, match="pass --resume to continue it"):
         train_generator(tiny("dcgan", mnist_root, tmp_path / "run"))
     with pytest.raises(ValueError, match="holds no training_state.pt"):
@@ -185,6 +187,7 @@ def test_cli_resume_continues_the_saved_run(monkeypatch, mnist_root, tmp_path):
     (["--model", "stylegan"], "error: unknown generator model 'stylegan'; expected one of dcgan, wgan-gp, hgan, autogan"),
     (["--model", "dcgan", "--teacher-filters", 8], "error: teacher options ['nr_filters'] apply to hgan and autogan only"),
     (["--model", "wgan-gp", "--real-label", 0.9], "error: real_label (one-sided label smoothing) applies to dcgan"),
+    (["--model", "hgan", "--d-lr", 2], "error: d_lr must be a learning rate in (0, 1)"),
 ])
 def test_cli_bad_flags_end_in_one_clear_line(flags, message, monkeypatch, mnist_root, tmp_path):
     with pytest.raises(SystemExit) as exit_:

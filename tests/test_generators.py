@@ -187,6 +187,21 @@ def test_real_label_is_refused_where_it_does_not_apply(model, real_label, messag
         build_training(model, "mnist", real_label=real_label)
 
 
+@pytest.mark.parametrize("model, own_lr", [("dcgan", 2e-4), ("wgan-gp", 1e-4)])
+def test_d_lr_sets_only_d_s_learning_rate(model, own_lr):
+    rates = {d_lr: {name: optimizer.param_groups[0]["lr"]
+                    for name, optimizer in build_training(model, "mnist", d_lr=d_lr).optimizers.items()}
+             for d_lr in (None, 5e-5)}
+    assert rates[None] == {"generator": own_lr, "discriminator": own_lr}
+    assert rates[5e-5] == {"generator": own_lr, "discriminator": 5e-5}
+
+
+@pytest.mark.parametrize("d_lr", [0, -1e-4, 1.5, "fast"])
+def test_d_lr_must_be_a_learning_rate(d_lr):
+    with pytest.raises(ValueError, match=r"d_lr must be a learning rate in \(0, 1\)"):
+        build_training("dcgan", "mnist", d_lr=d_lr)
+
+
 def test_saved_generator_loads_in_eval_mode_with_the_same_outputs(tmp_path):
     torch.manual_seed(0)
     generator = build_generator("wgan-gp", "cifar10", width=8).eval()

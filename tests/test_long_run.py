@@ -152,3 +152,12 @@ def test_unknown_dataset_says_what_is_expected(checkout):
     repo, _, env = checkout
     error = run(repo, {**env, "DATASET": "svhn"}, "train", "hgan", returncode=2).stderr
     assert "DATASET must be mnist or cifar10, got svhn" in error
+
+
+def test_the_slow_d_variant_takes_the_same_teacher_and_a_quarter_of_d_s_rate(checkout):
+    repo, runs, env = checkout
+    run(repo, {**env, "DATASET": "cifar10"}, "train", "hgan-frozen-slow-d")
+    called = wait_for(runs / "called")
+    assert ("--model hgan --teacher-from zoo/training/cifar10-hgan-frozen/teacher.pt --d-lr 5e-5 "
+            "--dataset cifar10") in called
+    assert f"--out {runs / 'cifar10' / 'hgan-frozen-slow-d'}" in called

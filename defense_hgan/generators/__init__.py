@@ -92,6 +92,7 @@ def build_training(
     device: torch.device | str = "cpu",
     teacher_batches: Callable[[int], torch.Tensor] | None = None,
     real_label: float = 1.0,
+    d_lr: float | None = None,
 ) -> Training:
     """Networks (on ``device``), optimizers and step for training ``model`` on ``dataset``.
 
@@ -100,9 +101,11 @@ def build_training(
     ``teacher_batches(n)``, for hgan and autogan, replaces the trained teacher by a frozen one's
     precomputed images (``defense_hgan.frozen_teacher``): no teacher network is built or updated.
     ``real_label`` below 1, for dcgan, hgan and autogan, smooths D's real targets (``dcgan.adversarial_step``).
+    ``d_lr`` replaces the algorithm's Adam learning rate for D (or the critic), G's staying the algorithm's.
     """
     chosen = algorithm(model)
     smoothing = real_label_option(model, real_label)
+    check_d_lr(d_lr)
     image_shape = dataset_info(dataset).image_shape
     networks = {
         "generator": build_generator(model, dataset, **(generator_options or {})),
@@ -113,14 +116,14 @@ def build_training(
             raise ValueError(f"a frozen teacher applies to {' and '.join(TEACHER_MODELS)} only, not {model}")
         step = partial(hgan.frozen_teacher_step, next_teacher_batch=teacher_batches, real_data=model == "hgan",
                        **smoothing)
-        return Training(networks, _optimizers(networks, chosen, device), step)
+        return Training(networks, _optimizers(networks, chosen, device, d_lr), step)
     if model in TEACHER_MODELS:
         teacher_loss = teacher_loss or "nll"
         networks["teacher"] = _teacher(image_shape, teacher_options or {}, teacher_loss)
     elif teacher_options or teacher_loss:
         given = sorted(teacher_options or {}) + (["teacher_loss"] if teacher_loss else [])
         raise ValueError(f"teacher options {given} apply to hgan and autogan only, not {model}")
-    optimizers = _optimizers(networks, chosen, device)
+    optimizers = _optimizers(networks, chosen, device, d_lr)
     if model not in TEACHER_MODELS:
         return Training(networks, optimizers, partial(chosen.train_step, **smoothing))
     optimizers["teacher"] = torch.optim.Adam(networks["teacher"].parameters(), lr=hgan.TEACHER_LR,
@@ -141,12 +144,21 @@ def real_label_option(model: str, real_label: float) -> dict[str, float]:
     return {"real_label": float(real_label)}
 
 
-def _optimizers(networks: dict[str, nn.Module], chosen: Algorithm, device) -> dict[str, torch.optim.Optimizer]:
-    """Move every network to ``device``; Adam with the algorithm's settings for G and D."""
+def check_d_lr(d_lr: float | None) -> None:
+    """None (the algorithm's rate) or a positive learning rate; anything else is a ValueError that says so."""
+    if d_lr is not None and not (isinstance(d_lr, (int, float)) and 0 < d_lr < 1):
+        raise ValueError(f"d_lr must be a learning rate in (0, 1) (dcgan's is {dcgan.LR:g}), or None for the "
+                         f"model's own, got {d_lr!r}")
+
+
+def _optimizers(networks: dict[str, nn.Module], chosen: Algorithm, device,
+                d_lr: float | None = None) -> dict[str, torch.optim.Optimizer]:
+    """Move every network to ``device``; Adam with the algorithm's settings for G and D (D's rate: ``d_lr``)."""
     for net in networks.values():
         net.to(device)
-    return {name: torch.optim.Adam(networks[name].parameters(), lr=chosen.lr, betas=chosen.betas)
-            for name in ("generator", "discriminator")}
+    rates = {"generator": chosen.lr, "discriminator": chosen.lr if d_lr is None else float(d_lr)}
+    return {name: torch.optim.Adam(networks[name].parameters(), lr=rate, betas=chosen.betas)
+            for name, rate in rates.items()}
 
 
 def _teacher(image_shape, options: dict, loss: str) -> PixelCNNPP:

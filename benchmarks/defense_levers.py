@@ -10,8 +10,8 @@ accuracy of its classifier on the clean images and on oblivious FGSM images
   tol=T      the same with ``tolerance=T``: each pixel may differ by up to T at no cost (T = the attack's
              eps tells the projection the threat model: x + delta then fits no worse than its clean digit)
   rec=N      Defense-GAN-Rec, cheaply: --classifier fine-tuned for 2 epochs (Adam 3e-4) on N random
-             training images and their reconstructions by a short projection (L=50, R=2), then the
-             paper's projection in front of it
+             training images and their reconstructions by a short projection (L=50, R=2;
+             defense_hgan.reconstruction_tuning), then the paper's projection in front of it
 
     python benchmarks/defense_levers.py ~/dh-runs/mnist/dcgan/snapshots/step_006000.pt \\
         --classifier zoo/mnist-a/classifier.pt --data-root data --n 50 --variants paper,prior=0.03,rec=2000
@@ -19,37 +19,20 @@ accuracy of its classifier on the clean images and on oblivious FGSM images
 from __future__ import annotations
 
 import argparse
-import copy
 import time
 from pathlib import Path
 
 import torch
 
-from classifiers.training import Recipe, train_classifier
 from defense_hgan import load_classifier, load_dataset, load_generator, project
 from defense_hgan.checkpoints import file_sha256
 from attacks.threats import craft
 from defense_hgan.defense import accuracy
+from defense_hgan.reconstruction_tuning import tune_on_reconstructions
 from measure import machine, markdown_table, write_report
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PAPER = {"L": 200, "R": 10, "seed": 0}
-REC_PROJECTION = {"L": 50, "R": 2, "seed": 1}
-REC_EPOCHS, REC_RECIPE = 2, Recipe(optimizer="adam", batch_size=128, lr=3e-4)  # for every dataset
-
-
-def rec_classifier(classifier, generator, n: int, args):
-    """``classifier`` fine-tuned on n random training images and their reconstructions."""
-    images, labels = load_dataset(args.dataset, train=True, root=args.data_root)
-    pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:n]
-    reconstructions = project(generator, images[pick], **REC_PROJECTION, progress=True).images
-    tuned = copy.deepcopy(classifier)
-    train = (torch.cat([images[pick], reconstructions]), torch.cat([labels[pick], labels[pick]]))
-    train_classifier(tuned, train, train, epochs=REC_EPOCHS, recipe=REC_RECIPE, device="cpu", progress=False,
-                     fresh=False)
-    return tuned.eval()
-
-
 VARIANTS = ("paper", "prior", "L", "tol", "rec")
 
 
@@ -64,7 +47,9 @@ def variant_row(name: str, generator, classifier, images, labels, args) -> list:
     elif kind == "tol":
         options["tolerance"] = float(value)
     elif kind == "rec":
-        classifier = rec_classifier(classifier, generator, int(value), args)
+        train = load_dataset(args.dataset, train=True, root=args.data_root)
+        classifier, _ = tune_on_reconstructions(classifier, generator, train, (images, labels), int(value),
+                                                device="cpu")
     adversarial = craft(classifier, None, images, labels, attack="fgsm", threat="oblivious", dataset=args.dataset)
     row = [name, f"{accuracy(classifier, images, labels):.2f}", f"{accuracy(classifier, adversarial, labels):.2f}"]
     for batch in (images, adversarial):

@@ -55,6 +55,61 @@ def train_classifier(
     return None
 
 
+def tune_classifier(
+    classifier: str,
+    generator: str,
+    images: int = 5000,
+    out: str = "runs/classifier-rec",
+    L: int = 50,
+    R: int = 2,
+    epochs: int = 2,
+    data_root: str | None = None,
+    download: bool = False,
+    device: str = "auto",
+    seed: int = 0,
+):
+    """Defense-GAN-Rec: fine-tune a classifier on a generator's reconstructions; writes OUT/classifier.pt, metrics.json.
+
+    The tuned classifier goes in front of the same generator's defense (``evaluate OUT/classifier.pt GENERATOR``).
+
+    Args:
+        classifier: the trained classifier.pt to start from; its dataset is the one used.
+        generator: the generator.pt whose reconstructions it learns to read.
+        images: how many random training images are reconstructed (each joins the tuning set with its reconstruction).
+        out: output folder.
+        L: projection steps of each reconstruction (the defense itself keeps its own L).
+        R: random restarts of each reconstruction.
+        epochs: passes over the images and their reconstructions (Adam 3e-4, batch 128).
+        data_root: dataset folder (default: $DEFENSE_HGAN_DATA, else ~/.cache/defense_hgan/data).
+        download: let torchvision download a missing dataset.
+        device: auto (CUDA when present), cpu or cuda.
+        seed: seed for the images drawn, their projection (seed + 1) and the tuning order.
+    """
+    from defense_hgan.checkpoints import file_sha256, load_checkpoint
+    from defense_hgan.classifier_io import KIND, load_classifier, save_classifier
+    from defense_hgan.data import load_dataset
+    from defense_hgan.devices import resolve_device
+    from defense_hgan.generator_io import load_generator
+    from defense_hgan.reconstruction_tuning import tune_on_reconstructions
+
+    device = resolve_device(device)
+    config = load_checkpoint(classifier, KIND)["config"]
+    dataset = config["dataset"]
+    source, drawing = load_classifier(classifier, device), load_generator(generator, device)
+    train = load_dataset(dataset, train=True, root=data_root, download=download)
+    test = load_dataset(dataset, train=False, root=data_root, download=download)
+    tuned, metrics = tune_on_reconstructions(source, drawing, train, test, int(images), L=int(L), R=int(R),
+                                             epochs=int(epochs), seed=int(seed), device=str(device))
+    metrics = {"dataset": dataset, "tuned_from": str(classifier), "tuned_from_sha256": file_sha256(classifier),
+               "generator": str(generator), "generator_sha256": file_sha256(generator), **metrics}
+    out_dir = Path(out)
+    save_classifier(tuned, out_dir / "classifier.pt", config)
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    print(f"test accuracy {metrics['test_accuracy']:.4f} after tuning on {images} images and their "
+          f"reconstructions -> {out_dir}")
+    return None
+
+
 def train_generator(
     model: str = "dcgan",
     dataset: str = "mnist",
@@ -399,6 +454,7 @@ def _repeated_flag(name: str, value) -> list[str]:
 COMMANDS = {
     "train-classifier": train_classifier,
     "train-generator": train_generator,
+    "tune-classifier": tune_classifier,
     "metrics": metrics,
     "evaluate": evaluate,
     "sweep": sweep,

@@ -67,6 +67,7 @@ def tune_classifier(
     download: bool = False,
     device: str = "auto",
     seed: int = 0,
+    overwrite: bool = False,
 ):
     """Defense-GAN-Rec: fine-tune a classifier on a generator's reconstructions; writes OUT/classifier.pt, metrics.json.
 
@@ -84,25 +85,29 @@ def tune_classifier(
         download: let torchvision download a missing dataset.
         device: auto (CUDA when present), cpu or cuda.
         seed: seed for the images drawn, their projection (seed + 1) and the tuning order.
+        overwrite: replace a classifier.pt that OUT already holds.
     """
-    from defense_hgan.checkpoints import file_sha256, load_checkpoint
+    from defense_hgan.checkpoints import check_trained_on, file_sha256, load_checkpoint
     from defense_hgan.classifier_io import KIND, load_classifier, save_classifier
     from defense_hgan.data import load_dataset
     from defense_hgan.devices import resolve_device
     from defense_hgan.generator_io import load_generator
     from defense_hgan.reconstruction_tuning import tune_on_reconstructions
 
+    out_dir = Path(out)
+    if (out_dir / "classifier.pt").exists() and not overwrite:
+        raise ValueError(f"{out_dir} already holds a classifier.pt; pass --overwrite to replace it, or choose "
+                         f"another --out")
+    check_trained_on(classifier=classifier, generator=generator)
     device = resolve_device(device)
-    config = load_checkpoint(classifier, KIND)["config"]
-    dataset = config["dataset"]
     source, drawing = load_classifier(classifier, device), load_generator(generator, device)
+    dataset, config = source.dataset, load_checkpoint(classifier, KIND)["config"]
     train = load_dataset(dataset, train=True, root=data_root, download=download)
     test = load_dataset(dataset, train=False, root=data_root, download=download)
     tuned, metrics = tune_on_reconstructions(source, drawing, train, test, int(images), L=int(L), R=int(R),
                                              epochs=int(epochs), seed=int(seed), device=str(device))
     metrics = {"dataset": dataset, "tuned_from": str(classifier), "tuned_from_sha256": file_sha256(classifier),
                "generator": str(generator), "generator_sha256": file_sha256(generator), **metrics}
-    out_dir = Path(out)
     save_classifier(tuned, out_dir / "classifier.pt", config)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     print(f"test accuracy {metrics['test_accuracy']:.4f} after tuning on {images} images and their "
@@ -166,6 +171,8 @@ def train_generator(
             a lower one is a slower D, a departure that keeps D from winning.
     """
     from defense_hgan.distributed import is_main_process
+    from fractions import Fraction
+
     from defense_hgan.gan_training import GanConfig, TrainingDiverged, train_generator as fit
 
     teacher = {"nr_filters": teacher_filters, "nr_resnet": teacher_resnet}
@@ -177,7 +184,7 @@ def train_generator(
         teacher_options={name: int(value) for name, value in teacher.items() if value is not None},
         teacher_loss=teacher_loss, teacher_from=None if teacher_from is None else str(teacher_from),
         teacher_images=int(teacher_images), real_label=float(real_label),
-        d_lr=None if d_lr is None else float(d_lr),
+        d_lr=None if d_lr is None else float(Fraction(str(d_lr))),
     )
     try:
         metrics = fit(config)

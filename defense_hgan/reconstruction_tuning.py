@@ -7,7 +7,7 @@ Projecting every training image at L=200, R=10 costs hours on a CPU, so this
 takes n random training images, reconstructs them with a short projection
 (L=50, R=2 by default), and fine-tunes the trained classifier for a few epochs
 on the images and their reconstructions together (Adam 3e-4, batch 128,
-whatever recipe the classifier was first trained with). The defense then
+whichever recipe first trained it). The defense then
 projects as usual (L=200, R=10) in front of the tuned classifier.
 """
 from __future__ import annotations
@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from classifiers.training import Recipe, train_classifier
+from defense_hgan.checkpoints import check_trained_on
 from defense_hgan.projection import project
 
 RECIPE = Recipe(optimizer="adam", batch_size=128, lr=3e-4)
@@ -39,18 +40,18 @@ def tune_on_reconstructions(
     """(a fine-tuned copy of ``classifier`` in eval mode, its metrics); ``classifier`` itself is left as it was.
 
     ``train`` are the training images ([0, 1] NCHW) and labels the n are drawn from (seed ``seed``); their
-    projection uses seed ``seed + 1``. The metrics are ``train_classifier``'s (test accuracy on ``test``)
-    with the settings that made the classifier.
+    projection uses seed ``seed + 1`` on the generator's device. The metrics are ``train_classifier``'s (test
+    accuracy on ``test``) plus n, L and R.
     """
+    check_trained_on(classifier=classifier, generator=generator)
     images, labels = train
-    if tuple(images.shape[1:]) != tuple(generator.image_shape):
-        raise ValueError(f"the generator draws {'x'.join(map(str, generator.image_shape))} images, the training "
-                         f"images are {'x'.join(map(str, images.shape[1:]))}: a generator of the classifier's dataset "
-                         f"is expected")
     if not 1 <= n <= len(images):
-        raise ValueError(f"n (training images to reconstruct) must be in [1, {len(images)}], got {n!r}")
+        raise ValueError(f"the training images to reconstruct (--images) must be 1 to {len(images)}, the size of "
+                         f"the training set; got {n!r}")
     pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n]
-    reconstructions = project(generator, images[pick], L=L, R=R, seed=seed + 1, progress=progress).images.cpu()
+    on_generator = images[pick].to(next(generator.parameters()).device)
+    reconstructions = project(generator, on_generator, L=L, R=R, seed=seed + 1, progress=progress).images
+    reconstructions = reconstructions.to(images.device)
     tuned = copy.deepcopy(classifier)
     pairs = (torch.cat([images[pick], reconstructions]), torch.cat([labels[pick], labels[pick]]))
     metrics = train_classifier(tuned, pairs, test, epochs=epochs, recipe=RECIPE, device=device, seed=seed,

@@ -8,7 +8,7 @@ from defense_hgan.checkpoints import CheckpointError
 from defense_hgan.classifier_io import save_classifier
 from defense_hgan.generator_io import load_generator, save_generator
 from defense_hgan.generators import GENERATOR_MODELS, build_generator, build_training
-from defense_hgan.generators.hgan import teacher_output
+from defense_hgan.generators.hgan import TEACHER_LR, teacher_output
 from defense_hgan.generators.pixelcnn import bits_per_dim
 from defense_hgan.generators.wgan_gp import LeakyReLU, gradient_penalty
 
@@ -187,13 +187,21 @@ def test_real_label_is_refused_where_it_does_not_apply(model, real_label, messag
         build_training(model, "mnist", real_label=real_label)
 
 
-@pytest.mark.parametrize("model, own_lr", [("dcgan", 2e-4), ("wgan-gp", 1e-4)])
+@pytest.mark.parametrize("model, own_lr", [("dcgan", 2e-4), ("wgan-gp", 1e-4), ("hgan", 2e-4)])
 def test_d_lr_sets_only_d_s_learning_rate(model, own_lr):
-    rates = {d_lr: {name: optimizer.param_groups[0]["lr"]
-                    for name, optimizer in build_training(model, "mnist", d_lr=d_lr).optimizers.items()}
+    teacher = TINY_TEACHER if model == "hgan" else None
+    rates = {d_lr: {name: optimizer.param_groups[0]["lr"] for name, optimizer in
+                    build_training(model, "mnist", teacher_options=teacher, d_lr=d_lr).optimizers.items()}
              for d_lr in (None, 5e-5)}
-    assert rates[None] == {"generator": own_lr, "discriminator": own_lr}
-    assert rates[5e-5] == {"generator": own_lr, "discriminator": 5e-5}
+    teacher_rate = {"teacher": TEACHER_LR} if model == "hgan" else {}  # the teacher keeps PixelCNN++'s own
+    assert rates[None] == {"generator": own_lr, "discriminator": own_lr, **teacher_rate}
+    assert rates[5e-5] == {"generator": own_lr, "discriminator": 5e-5, **teacher_rate}
+
+
+def test_d_lr_reaches_the_frozen_teacher_step_s_d():
+    frozen = build_training("hgan", "mnist", teacher_batches=lambda n: torch.rand(n, 1, 28, 28), d_lr=5e-5)
+    assert frozen.optimizers["discriminator"].param_groups[0]["lr"] == 5e-5
+    assert frozen.optimizers["generator"].param_groups[0]["lr"] == 2e-4
 
 
 @pytest.mark.parametrize("d_lr", [0, -1e-4, 1.5, "fast"])

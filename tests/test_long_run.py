@@ -139,6 +139,12 @@ def test_a_curve_follows_the_run_until_the_step_asked_for(checkout):
     assert "--every 2000 --until 16000 --out" in (runs / "called").read_text()
 
 
+def test_unknown_dataset_says_what_is_expected(checkout):
+    repo, _, env = checkout
+    error = run(repo, {**env, "DATASET": "svhn"}, "train", "hgan", returncode=2).stderr
+    assert "DATASET must be mnist or cifar10, got svhn" in error
+
+
 @pytest.mark.parametrize("variant, departure", [("hgan-frozen-smooth", "--real-label 0.9"),
                                                 ("hgan-frozen-slow-d", "--d-lr 5e-5")])
 def test_the_slowed_d_variants_take_hgan_frozen_s_committed_teacher(variant, departure, checkout):

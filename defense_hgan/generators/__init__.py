@@ -20,6 +20,7 @@ for the loop in ``defense_hgan.gan_training``.
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from functools import partial
 from typing import Callable
@@ -145,8 +146,8 @@ def real_label_option(model: str, real_label: float) -> dict[str, float]:
 
 
 def check_d_lr(d_lr: float | None) -> None:
-    """None (the algorithm's rate) or a positive learning rate; anything else is a ValueError that says so."""
-    if d_lr is not None and not (isinstance(d_lr, (int, float)) and 0 < d_lr < 1):
+    """None (the algorithm's rate) or a learning rate in (0, 1); anything else is a ValueError that says so."""
+    if d_lr is not None and not (isinstance(d_lr, numbers.Real) and not isinstance(d_lr, bool) and 0 < d_lr < 1):
         raise ValueError(f"d_lr must be a learning rate in (0, 1) (dcgan's is {dcgan.LR:g}), or None for the "
                          f"model's own, got {d_lr!r}")
 

@@ -6,6 +6,8 @@
 #     THREAT: oblivious or bpda
 #   GENERATOR=PATH replaces zoo/DATASET-MODEL/generator.pt, e.g. a trained snapshot; name MODEL after it
 #   (hgan-frozen-10k): MODEL's first part (hgan, wgan-gp, ...) picks the paper row it goes beside
+#   CLASSIFIER=PATH replaces the dataset's classifier, e.g. Defense-GAN-Rec's, tuned on the generator's
+#   reconstructions (tune-classifier); name MODEL after both (hgan-frozen-10k-rec)
 #
 # oblivious: the first 500 MNIST or 200 CIFAR-10 test images. bpda: the first 100; the attacker's gradients come from
 # a cheaper projection (L=50, R=2; scored with L=200, R=10) and CW runs 20 iterations (ART's line search costs several
@@ -27,6 +29,7 @@
 set -euo pipefail
 dataset=$1 model=$2 threat=$3
 source "$(dirname "${BASH_SOURCE[0]}")/dataset_classifier.sh" "$dataset"
+classifier=${CLASSIFIER:-$classifier}
 # Table 8 uses 500 MNIST test images; Table 9 200 CIFAR-10 ones (the projection costs more there)
 oblivious_n=500
 [ "$dataset" = cifar10 ] && oblivious_n=200

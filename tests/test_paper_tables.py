@@ -41,6 +41,11 @@ def test_adversarial_cache_is_passed_to_oblivious_rows(env):
     assert "--chunk 100 --adversarial-cache cache/cifar10 --attacks fgsm,pgd,cw --n 200" in command
 
 
+def test_classifier_replaces_the_dataset_s_for_a_rec_row(env):
+    command = called(env, "cifar10", "hgan-frozen-10k-rec", "oblivious", GENERATOR="g.pt", CLASSIFIER="rec.pt")
+    assert command.startswith("python -m defense_hgan evaluate rec.pt g.pt --dataset cifar10")
+
+
 def test_launch_replaces_python_with_torchrun_and_its_arguments(env):
     command = called(env, "mnist", "hgan-10k", "oblivious", LAUNCH="torchrun --standalone --nproc-per-node 2 -m --",
                      CHUNK="50")

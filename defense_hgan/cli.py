@@ -170,9 +170,8 @@ def train_generator(
         d_lr: D's (or the critic's) Adam learning rate (default: the model's, the papers'; G's stays the model's);
             a lower one is a slower D, a departure that keeps D from winning.
     """
+    from defense_hgan.cli_args import number
     from defense_hgan.distributed import is_main_process
-    from fractions import Fraction
-
     from defense_hgan.gan_training import GanConfig, TrainingDiverged, train_generator as fit
 
     teacher = {"nr_filters": teacher_filters, "nr_resnet": teacher_resnet}
@@ -184,7 +183,7 @@ def train_generator(
         teacher_options={name: int(value) for name, value in teacher.items() if value is not None},
         teacher_loss=teacher_loss, teacher_from=None if teacher_from is None else str(teacher_from),
         teacher_images=int(teacher_images), real_label=float(real_label),
-        d_lr=None if d_lr is None else float(Fraction(str(d_lr))),
+        d_lr=None if d_lr is None else number(d_lr),
     )
     try:
         metrics = fit(config)
@@ -313,11 +312,10 @@ def evaluate(
         adversarial_cache: a folder: keep the oblivious attacks' adversarial images there and reuse them, so an
             evaluation of another generator (same classifier, n, chunk, attacks, settings and seed) skips crafting.
     """
-    from fractions import Fraction
-
     from attacks import LINF_ATTACKS
     from defense_hgan.checkpoints import check_trained_on
     from defense_hgan.classifier_io import load_classifier
+    from defense_hgan.cli_args import number
     from defense_hgan.data import load_dataset
     from defense_hgan.defense import gan_defense
     from defense_hgan.distributed import session
@@ -330,7 +328,7 @@ def evaluate(
     settings = {name: dict(values) for name, values in (settings or {}).items()}
     if eps is not None:
         for name in LINF_ATTACKS:
-            settings.setdefault(name, {}).setdefault("eps", float(Fraction(str(eps))))
+            settings.setdefault(name, {}).setdefault("eps", number(eps))
     images, labels = load_dataset(dataset, train=False, root=data_root, download=download)
     total, n = len(labels), int(n) if int(n) > 0 else len(labels)
     with session(device) as world:  # under torchrun: this rank's device, the chunks shared out over the ranks
@@ -401,11 +399,10 @@ def sweep(
         seed: seed for the attack's and the projections' random starts.
         device: auto (CUDA when present), cpu or cuda.
     """
-    from fractions import Fraction
-
     from attacks import LINF_ATTACKS
     from defense_hgan.checkpoints import check_trained_on
     from defense_hgan.classifier_io import load_classifier
+    from defense_hgan.cli_args import number
     from defense_hgan.data import load_dataset
     from defense_hgan.distributed import session
     from defense_hgan.plots import cost_table
@@ -420,7 +417,7 @@ def sweep(
         raise ValueError(f"--settings must be a dict of ART settings, got {settings!r}")
     settings = dict(settings or {})
     if eps is not None and attack in LINF_ATTACKS:
-        settings.setdefault("eps", float(Fraction(str(eps))))
+        settings.setdefault("eps", number(eps))
     images, labels = load_dataset(dataset, train=False, root=data_root, download=download)
     n = int(n) if int(n) > 0 else len(labels)
     with session(device) as world:  # under torchrun: this rank's device, the cells shared out over the ranks

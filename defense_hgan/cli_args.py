@@ -123,11 +123,16 @@ def _check_value(flag: str, token: str | None, annotation, minimum: int) -> None
         raise CommandLineError(f'{flag} must be a mapping such as "{{key: value}}", got {token!r}')
 
 
+def number(value) -> float:
+    """A float flag's value as python-fire gives it: a number, or text such as "8/255" or "5e-5"."""
+    return float(Fraction(value) if isinstance(value, str) else value)
+
+
 def _positive_number(value) -> bool:
     if isinstance(value, bool):
         return False
     try:
-        number = float(Fraction(value) if isinstance(value, str) else value)
+        parsed = number(value)
     except (TypeError, ValueError, ZeroDivisionError):
         return False
-    return math.isfinite(number) and number > 0
+    return math.isfinite(parsed) and parsed > 0
